@@ -1,0 +1,34 @@
+"""The `hf-vit` command. Each subcommand lives in its own module and parses its own arguments, so that
+`accelerate launch -m hf_vit.cli train ...` and `scripts/*.py` reach the same code."""
+
+import importlib
+import sys
+
+# subcommand -> (module with a `main(argv)` function, one-line help)
+COMMANDS = {
+    "info": ("hf_vit.info", "list the presets with their size and cost, the installed versions and the device"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: hf-vit COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += ["", "`hf-vit COMMAND --help` describes a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"hf-vit: unknown command {name!r}.\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

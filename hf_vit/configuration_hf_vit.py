@@ -1,0 +1,172 @@
+"""Configuration of hf_vit, a Vision Transformer for image classification.
+
+Loaded as Hub remote code next to `modeling_hf_vit.py`: imports only transformers and the standard library.
+"""
+
+from transformers import PretrainedConfig
+
+# Standard sizes (ViT paper / DeiT / timm) and small-data recipes. Each value holds the fields that differ from the
+# defaults of `HfViTConfig`; `HfViTConfig.from_preset(name, **overrides)` builds one.
+_TINY = {"hidden_size": 192, "num_hidden_layers": 12, "num_attention_heads": 3, "intermediate_size": 768}
+_SMALL = {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "intermediate_size": 1536}
+_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
+_HUGE = {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16, "intermediate_size": 5120}
+
+PRESETS: dict[str, dict] = {
+    "vit-tiny-patch16-224": {**_TINY, "patch_size": 16},
+    "vit-small-patch16-224": {**_SMALL, "patch_size": 16},
+    "vit-small-patch32-224": {**_SMALL, "patch_size": 32},
+    "vit-small-patch14-224": {**_SMALL, "patch_size": 14},
+    "vit-base-patch16-224": {**_BASE, "patch_size": 16},
+    "vit-base-patch32-224": {**_BASE, "patch_size": 32},
+    "vit-base-patch14-224": {**_BASE, "patch_size": 14},
+    "vit-large-patch16-224": {**_LARGE, "patch_size": 16},
+    "vit-large-patch32-224": {**_LARGE, "patch_size": 32},
+    "vit-large-patch14-224": {**_LARGE, "patch_size": 14},
+    "vit-huge-patch14-224": {**_HUGE, "patch_size": 14},
+    # Small data sets: few tokens, narrow and shallow, so that training from scratch on a CPU takes minutes.
+    "vit-digits-patch2-8": {
+        "image_size": 8, "patch_size": 2, "hidden_size": 128, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "intermediate_size": 256, "pooling": "mean", "drop_path_rate": 0.05,
+    },
+    "vit-mnist-patch4-28": {
+        "image_size": 28, "patch_size": 4, "hidden_size": 192, "num_hidden_layers": 6,
+        "num_attention_heads": 3, "intermediate_size": 384, "pooling": "mean", "drop_path_rate": 0.1,
+    },
+    "vit-cifar-patch4-32": {
+        "image_size": 32, "patch_size": 4, "hidden_size": 256, "num_hidden_layers": 7,
+        "num_attention_heads": 4, "intermediate_size": 512, "pooling": "mean", "drop_path_rate": 0.1,
+    },
+}  # fmt: skip
+
+
+# Every saved config names all three entry points, so a Hub repository answers AutoConfig, AutoModel and
+# AutoModelForImageClassification with trust_remote_code=True (save_pretrained alone adds only the class it saves).
+AUTO_MAP = {
+    "AutoConfig": "configuration_hf_vit.HfViTConfig",
+    "AutoModel": "modeling_hf_vit.HfViTModel",
+    "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
+}
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+class HfViTConfig(PretrainedConfig):
+    r"""Configuration of [`HfViTModel`] and [`HfViTForImageClassification`].
+
+    Field names follow transformers' `ViTConfig` where it has one; the defaults build ViT-Base/16 at 224 px with
+    timm's LayerNorm epsilon (1e-6). Options beyond transformers' ViT:
+
+    - `drop_path_rate`: stochastic depth, rising linearly from 0 at the first block to this value at the last.
+    - `qk_norm`: LayerNorm on queries and keys per head (ViT-22B style).
+    - `layerscale_init`: initial value of LayerScale's per-channel gains; `None` turns LayerScale off.
+    - `num_register_tokens`: learned tokens without position embedding ("Vision Transformers Need Registers").
+    - `use_class_token` / `pooling`: "cls" classifies from the class token, "mean" from the average of patch tokens.
+    - `position_embedding`: "learned" (resampled bicubically for other resolutions) or "sincos" (fixed 2-D).
+    """
+
+    model_type = "hf_vit"
+
+    image_size: int | list[int] | tuple[int, int] = 224
+    patch_size: int | list[int] | tuple[int, int] = 16
+    num_channels: int = 3
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    drop_path_rate: float = 0.0
+    layer_norm_eps: float = 1e-6
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    layerscale_init: float | None = None
+    num_register_tokens: int = 0
+    use_class_token: bool = True
+    pooling: str = "cls"
+    position_embedding: str = "learned"
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        # JSON has no tuples: keep sizes as lists so that a saved and reloaded config compares equal.
+        if not isinstance(self.image_size, int):
+            self.image_size = list(self.image_size)
+        if not isinstance(self.patch_size, int):
+            self.patch_size = list(self.patch_size)
+        self._validate()
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return _pair(self.image_size)
+
+    @property
+    def patch_hw(self) -> tuple[int, int]:
+        return _pair(self.patch_size)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        (height, width), (patch_h, patch_w) = self.image_hw, self.patch_hw
+        return height // patch_h, width // patch_w
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.use_class_token) + self.num_register_tokens
+
+    def _validate(self):
+        def fail(message):
+            raise ValueError(f"HfViTConfig: {message}")
+
+        for name in ("image_size", "patch_size"):
+            value = getattr(self, name)
+            sizes = [value] if isinstance(value, int) else list(value)
+            if len(sizes) not in (1, 2) or not all(isinstance(s, int) and s > 0 for s in sizes):
+                fail(f"{name}={value!r} must be a positive int or a (height, width) pair of positive ints.")
+        for name in ("num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                fail(f"{name}={value!r} must be a positive integer.")
+        if self.num_register_tokens < 0:
+            fail(f"num_register_tokens={self.num_register_tokens} must be 0 or more.")
+        if self.hidden_size % self.num_attention_heads:
+            fail(
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}; "
+                "choose a head count that divides the width (e.g. 64 channels per head)."
+            )
+        for image, patch, axis in zip(self.image_hw, self.patch_hw, ("height", "width")):
+            if image % patch:
+                fail(
+                    f"image {axis} {image} is not a multiple of the patch {axis} {patch}; "
+                    "change image_size or patch_size so that patches tile the image."
+                )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                fail(f"{name}={value} must be in [0, 1).")
+        if self.layer_norm_eps <= 0:
+            fail(f"layer_norm_eps={self.layer_norm_eps} must be positive.")
+        if self.pooling not in ("cls", "mean"):
+            fail(f"pooling={self.pooling!r} must be 'cls' or 'mean'.")
+        if self.pooling == "cls" and not self.use_class_token:
+            fail("pooling='cls' needs use_class_token=True; set pooling='mean' to classify without a class token.")
+        if self.position_embedding not in ("learned", "sincos"):
+            fail(f"position_embedding={self.position_embedding!r} must be 'learned' or 'sincos'.")
+        if self.position_embedding == "sincos" and self.hidden_size % 4:
+            fail(f"position_embedding='sincos' needs hidden_size divisible by 4, got {self.hidden_size}.")
+        if self.layerscale_init is not None and self.layerscale_init <= 0:
+            fail(f"layerscale_init={self.layerscale_init} must be positive, or None to turn LayerScale off.")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "HfViTConfig":
+        """Build a named preset (see `PRESETS`), with any field overridden, e.g. `num_labels=10`."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+__all__ = ["HfViTConfig", "PRESETS"]

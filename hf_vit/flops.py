@@ -1,0 +1,38 @@
+"""Analytic size and cost of a ViT, from its config alone (no weights are built)."""
+
+from .configuration_hf_vit import HfViTConfig
+
+
+def count_parameters(config: HfViTConfig) -> int:
+    """Trainable parameters of `HfViTForImageClassification(config)`; tests check it against the real model."""
+    width, mlp, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    patch_h, patch_w = config.patch_hw
+    grid_h, grid_w = config.grid_size
+    head_dim = width // config.num_attention_heads
+    embeddings = config.num_channels * patch_h * patch_w * width + width  # patch projection
+    embeddings += width * config.num_prefix_tokens
+    if config.position_embedding == "learned":
+        embeddings += grid_h * grid_w * width
+    block = 2 * 2 * width  # two LayerNorms
+    block += 3 * width * width + (3 * width if config.qkv_bias else 0) + width * width + width  # qkv and projection
+    block += 2 * width * mlp + mlp + width  # MLP
+    if config.qk_norm:
+        block += 2 * 2 * head_dim
+    if config.layerscale_init is not None:
+        block += 2 * width
+    head = width * config.num_labels + config.num_labels if config.num_labels > 0 else 0
+    return embeddings + layers * block + 2 * width + head
+
+
+def forward_flops(config: HfViTConfig, image_size: tuple[int, int] | None = None) -> int:
+    """FLOPs (2 x multiply-accumulates) of one image's forward pass, counting matrix products only:
+    L * (N * (4 D^2 + 2 D M) + 2 N^2 D) + patches * P^2 * C * D + D * classes, all doubled."""
+    height, width_px = image_size or config.image_hw
+    patch_h, patch_w = config.patch_hw
+    patches = (height // patch_h) * (width_px // patch_w)
+    tokens = patches + config.num_prefix_tokens
+    dim, mlp = config.hidden_size, config.intermediate_size
+    macs = config.num_hidden_layers * (tokens * (4 * dim * dim + 2 * dim * mlp) + 2 * tokens * tokens * dim)
+    macs += patches * patch_h * patch_w * config.num_channels * dim
+    macs += dim * max(config.num_labels, 0)
+    return 2 * macs

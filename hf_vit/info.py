@@ -1,0 +1,60 @@
+"""`hf-vit info`: what can be built here, and on what."""
+
+import argparse
+import importlib.metadata
+import platform
+
+import torch
+
+from .configuration_hf_vit import PRESETS, HfViTConfig
+from .flops import count_parameters, forward_flops
+
+PACKAGES = ("hf_vit", "torch", "torchvision", "transformers", "datasets", "accelerate", "evaluate", "huggingface_hub",
+            "safetensors", "timm")  # fmt: skip
+
+
+def preset_table(num_labels: int = 1000) -> str:
+    rows = [
+        "| preset | image | patch | width | depth | heads | params (M) | GFLOPs / image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in PRESETS:
+        config = HfViTConfig.from_preset(name, num_labels=num_labels)
+        rows.append(
+            f"| {name} | {config.image_size} | {config.patch_size} | {config.hidden_size} | {config.num_hidden_layers} "
+            f"| {config.num_attention_heads} | {count_parameters(config) / 1e6:.2f} | {forward_flops(config) / 1e9:.3f} |"
+        )
+    return "\n".join(rows)
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for package in PACKAGES:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def device_description() -> str:
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        return f"cuda ({names})"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hf-vit info", description=__doc__)
+    parser.add_argument("--num-labels", type=int, default=1000, help="head size used for the parameter counts")
+    args = parser.parse_args(argv)
+    print(f"Presets (parameters and forward FLOPs with a {args.num_labels}-class head):\n")
+    print(preset_table(args.num_labels))
+    print("\nInstalled:")
+    for package, version in versions().items():
+        print(f"  {package:<16} {version}")
+    print(f"  {'python':<16} {platform.python_version()}")
+    print(f"\nDevice: {device_description()}")
+    return 0

@@ -1,0 +1,393 @@
+"""hf_vit: a Vision Transformer (Dosovitskiy et al., 2021) for image classification, as a transformers model.
+
+Read top to bottom: embeddings (patches, class and register tokens, positions), attention, MLP, the pre-norm block,
+then the two models. This file is loaded as Hub remote code, so it imports only torch, transformers and its sibling
+configuration file.
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple
+
+from .configuration_hf_vit import HfViTConfig
+
+
+def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Fixed 2-D sin-cos embedding (MoCo v3 / MAE), shape [1, grid_h * grid_w, dim]: a quarter of the channels
+    each for sin(y), cos(y), sin(x), cos(x)."""
+    y, x = torch.meshgrid(
+        torch.arange(grid_h, dtype=torch.float32), torch.arange(grid_w, dtype=torch.float32), indexing="ij"
+    )
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    y = y.reshape(-1, 1) * omega
+    x = x.reshape(-1, 1) * omega
+    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=1).unsqueeze(0)
+
+
+class HfViTEmbeddings(nn.Module):
+    """Patches -> tokens, prefixed by [class token, register tokens], with position embeddings on patch tokens.
+
+    A class token's own position slot (transformers and timm checkpoints have one) is a constant added to a constant,
+    so converters fold it into `cls_token`; register tokens carry no position. This keeps one position table, over
+    the patch grid only, which resamples cleanly to any grid.
+    """
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        self.patch_hw = config.patch_hw
+        self.grid_size = config.grid_size
+        self.num_channels = config.num_channels
+        self.patch_embeddings = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=self.patch_hw, stride=self.patch_hw
+        )
+        hidden = config.hidden_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden)) if config.use_class_token else None
+        self.register_tokens = (
+            nn.Parameter(torch.zeros(1, config.num_register_tokens, hidden)) if config.num_register_tokens else None
+        )
+        self.learned_positions = config.position_embedding == "learned"
+        if self.learned_positions:
+            self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1], hidden))
+        else:
+            self.register_buffer(
+                "position_embeddings", sincos_position_embedding(*self.grid_size, hidden), persistent=False
+            )
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def positions_for_grid(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        if (grid_h, grid_w) == self.grid_size:
+            return self.position_embeddings
+        if not self.learned_positions:
+            return sincos_position_embedding(grid_h, grid_w, self.position_embeddings.shape[-1]).to(
+                self.position_embeddings
+            )
+        # Bicubic with antialiasing, as timm's resample_abs_pos_embed: it keeps fine-tuning at a new resolution stable.
+        dim = self.position_embeddings.shape[-1]
+        table = self.position_embeddings.reshape(1, *self.grid_size, dim).permute(0, 3, 1, 2)
+        table = F.interpolate(table.float(), size=(grid_h, grid_w), mode="bicubic", antialias=True, align_corners=False)
+        return table.to(self.position_embeddings.dtype).permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        batch_size, _, height, width = pixel_values.shape
+        patches = self.patch_embeddings(pixel_values).flatten(2).transpose(1, 2)
+        patches = patches + self.positions_for_grid(height // self.patch_hw[0], width // self.patch_hw[1])
+        prefix = [t.expand(batch_size, -1, -1) for t in (self.cls_token, self.register_tokens) if t is not None]
+        tokens = torch.cat([*prefix, patches], dim=1) if prefix else patches
+        return self.dropout(tokens)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention that also returns the weights; same contract as transformers' attention functions."""
+    scores = torch.matmul(query, key.transpose(-2, -1)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class HfViTAttention(nn.Module):
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_probs_dropout_prob
+        # transformers' sdpa function reads this and defaults to causal without it.
+        self.is_causal = False
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
+        batch_size, num_tokens, width = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        query, key = self.q_norm(query), self.k_norm(key)
+
+        # Fused kernels (sdpa, flash, flex) never materialise the weights, so a request for them takes the eager path.
+        attention: Callable = eager_attention_forward
+        if not output_attentions:
+            attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        output, weights = attention(
+            self,
+            query,
+            key,
+            value,
+            None,
+            scaling=self.scaling,
+            dropout=self.attention_dropout if self.training else 0.0,
+        )
+        output = self.proj_dropout(self.proj(output.reshape(batch_size, num_tokens, width)))
+        return output, weights
+
+
+class HfViTMLP(nn.Module):
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))
+        return self.dropout(self.fc2(hidden_states))
+
+
+class HfViTLayerScale(nn.Module):
+    """Per-channel gain on a residual branch (CaiT); initialised to `config.layerscale_init` by `_init_weights`."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(hidden_size))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states * self.gamma
+
+
+class HfViTDropPath(nn.Module):
+    """Stochastic depth: drops a residual branch for whole samples. (timm has one, but this file may not import timm.)"""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        mask = hidden_states.new_empty(hidden_states.shape[0], 1, 1).bernoulli_(keep_prob)
+        return hidden_states * mask / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class HfViTLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)), each branch with LayerScale and drop path."""
+
+    def __init__(self, config: HfViTConfig, drop_path_rate: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = HfViTAttention(config)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = HfViTMLP(config)
+        use_layerscale = config.layerscale_init is not None
+        self.layer_scale1 = HfViTLayerScale(config.hidden_size) if use_layerscale else nn.Identity()
+        self.layer_scale2 = HfViTLayerScale(config.hidden_size) if use_layerscale else nn.Identity()
+        self.drop_path = HfViTDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
+        attention_output, attention_weights = self.attention(self.norm1(hidden_states), output_attentions)
+        hidden_states = hidden_states + self.drop_path(self.layer_scale1(attention_output))
+        hidden_states = hidden_states + self.drop_path(self.layer_scale2(self.mlp(self.norm2(hidden_states))))
+        return hidden_states, attention_weights
+
+
+class HfViTPreTrainedModel(PreTrainedModel):
+    config_class = HfViTConfig
+    config: HfViTConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["HfViTEmbeddings", "HfViTLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    # The loss is a per-batch mean; Trainer then handles gradient accumulation itself instead of passing
+    # num_items_in_batch (which it would do for any forward taking **kwargs).
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module: nn.Module):
+        # transformers.initialization skips tensors that from_pretrained has already loaded.
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, HfViTLayerScale):
+            init.constant_(module.gamma, self.config.layerscale_init)
+        elif isinstance(module, HfViTEmbeddings):
+            for token in (module.cls_token, module.register_tokens):
+                if token is not None:
+                    init.trunc_normal_(token, mean=0.0, std=std)
+            if module.learned_positions:
+                init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+        if isinstance(module, HfViTForImageClassification) and isinstance(module.classifier, nn.Linear):
+            # A zero head starts every class at equal odds (timm, big_vision); fine-tuning heads start here too.
+            init.zeros_(module.classifier.weight)
+            init.zeros_(module.classifier.bias)
+
+
+def check_pixel_values(pixel_values: torch.Tensor, config: HfViTConfig) -> None:
+    """Fail early, naming the problem, instead of deep inside a convolution."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(
+            f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}; use the image processor."
+        )
+    if pixel_values.ndim != 4:
+        raise ValueError(
+            f"pixel_values must have shape (batch, channels, height, width), got {tuple(pixel_values.shape)}; "
+            "add a batch dimension with pixel_values.unsqueeze(0) for a single image."
+        )
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values must be a floating-point tensor, got {pixel_values.dtype}; "
+            "convert and normalise images with the model's image processor."
+        )
+    _, channels, height, width = pixel_values.shape
+    if channels != config.num_channels:
+        raise ValueError(
+            f"pixel_values has {channels} channels but the model expects num_channels={config.num_channels}; "
+            "convert the images (e.g. to RGB) with the model's image processor."
+        )
+    patch_h, patch_w = config.patch_hw
+    if height % patch_h or width % patch_w:
+        raise ValueError(
+            f"image size {height}x{width} is not a multiple of the patch size {patch_h}x{patch_w}; "
+            "resize or crop the images to a multiple of the patch size."
+        )
+
+
+class HfViTModel(HfViTPreTrainedModel):
+    """The ViT encoder: returns all token states (after the final norm) and the pooled image embedding."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__(config)
+        self.embeddings = HfViTEmbeddings(config)
+        # Stochastic depth rises linearly with depth (DeiT, timm).
+        rates = [
+            config.drop_path_rate * i / max(config.num_hidden_layers - 1, 1) for i in range(config.num_hidden_layers)
+        ]
+        self.layers = nn.ModuleList(HfViTLayer(config, rate) for rate in rates)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        if self.config.pooling == "cls":
+            return last_hidden_state[:, 0]
+        # Mean over patch tokens only: class and register tokens are not image content (timm does the same).
+        return last_hidden_state[:, self.config.num_prefix_tokens :].mean(dim=1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """`interpolate_pos_encoding` is accepted for transformers compatibility: any input whose sides are multiples
+        of the patch size works, with position embeddings resampled to its patch grid."""
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        check_pixel_values(pixel_values, self.config)
+        pixel_values = pixel_values.to(self.embeddings.patch_embeddings.weight.dtype)
+
+        hidden_states = self.embeddings(pixel_values)
+        all_hidden_states = [hidden_states] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
+        for layer in self.layers:
+            hidden_states, attention_weights = layer(hidden_states, output_attentions=output_attentions)
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+            if output_attentions:
+                all_attentions.append(attention_weights)
+
+        last_hidden_state = self.norm(hidden_states)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=self.pool(last_hidden_state),
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
+        )
+
+
+class HfViTForImageClassification(HfViTPreTrainedModel):
+    """ViT with a linear head on the pooled embedding. With `num_labels=0` the head is the identity and the logits
+    are the pooled features (as transformers' ViT)."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vit = HfViTModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """transformers' problem types: regression (MSE), single-label (cross-entropy, also on soft targets such as
+        MixUp/CutMix produce), multi-label (BCE). Unset, the type is inferred from the labels as transformers does."""
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            if self.num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+        if problem_type == "regression":
+            labels = labels.to(logits.dtype)
+            if self.num_labels == 1:
+                return F.mse_loss(logits.squeeze(-1), labels.squeeze(-1))
+            return F.mse_loss(logits, labels)
+        if problem_type == "single_label_classification":
+            if labels.is_floating_point() and labels.shape == logits.shape:
+                return F.cross_entropy(logits.float(), labels.float())
+            return F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.to(torch.float32))
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        outputs = self.vit(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.classifier(outputs.pooler_output)
+        loss = self.classification_loss(logits, labels) if labels is not None else None
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = ["HfViTPreTrainedModel", "HfViTModel", "HfViTForImageClassification"]
