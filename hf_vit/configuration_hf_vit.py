@@ -138,7 +138,7 @@ class HfViTConfig(PretrainedConfig):
                 f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}; "
                 "choose a head count that divides the width (e.g. 64 channels per head)."
             )
-        for image, patch, axis in zip(self.image_hw, self.patch_hw, ("height", "width")):
+        for image, patch, axis in zip(self.image_hw, self.patch_hw, ("height", "width"), strict=True):
             if image % patch:
                 fail(
                     f"image {axis} {image} is not a multiple of the patch {axis} {patch}; "

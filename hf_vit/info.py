@@ -22,7 +22,8 @@ def preset_table(num_labels: int = 1000) -> str:
         config = HfViTConfig.from_preset(name, num_labels=num_labels)
         rows.append(
             f"| {name} | {config.image_size} | {config.patch_size} | {config.hidden_size} | {config.num_hidden_layers} "
-            f"| {config.num_attention_heads} | {count_parameters(config) / 1e6:.2f} | {forward_flops(config) / 1e9:.3f} |"
+            f"| {config.num_attention_heads} | {count_parameters(config) / 1e6:.2f} "
+            f"| {forward_flops(config) / 1e9:.3f} |"
         )
     return "\n".join(rows)
 

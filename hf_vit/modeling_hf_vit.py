@@ -169,7 +169,9 @@ class HfViTLayerScale(nn.Module):
 
 
 class HfViTDropPath(nn.Module):
-    """Stochastic depth: drops a residual branch for whole samples. (timm has one, but this file may not import timm.)"""
+    """Stochastic depth: drops a residual branch for whole samples.
+
+    timm has one, but this file may import only torch and transformers."""
 
     def __init__(self, drop_prob: float):
         super().__init__()
@@ -187,7 +189,7 @@ class HfViTDropPath(nn.Module):
 
 
 class HfViTLayer(GradientCheckpointingLayer):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)), each branch with LayerScale and drop path."""
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)); each branch with LayerScale and drop path."""
 
     def __init__(self, config: HfViTConfig, drop_path_rate: float = 0.0):
         super().__init__()
