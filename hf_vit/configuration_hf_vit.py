@@ -66,6 +66,14 @@ class HfViTConfig(PretrainedConfig):
     - `num_register_tokens`: learned tokens without position embedding ("Vision Transformers Need Registers").
     - `use_class_token` / `pooling`: "cls" classifies from the class token, "mean" from the average of patch tokens.
     - `position_embedding`: "learned" (resampled bicubically for other resolutions) or "sincos" (fixed 2-D).
+
+    Options that converted checkpoints need (`hf_vit.convert`):
+
+    - `fc_norm`: the final LayerNorm moves after pooling (timm's `fc_norm`, the default of its avg-pool models):
+      `vit.norm` is then the identity and `vit.fc_norm` normalises the pooled embedding.
+    - `use_distillation_token`: DeiT's distillation token, placed right after the class token.
+    - `distillation_head`: DeiT's "with teacher" classifier: a second linear head (`distillation_classifier`) on the
+      distillation token; the logits (and the loss) are the average of the two heads' logits.
     """
 
     model_type = "hf_vit"
@@ -90,9 +98,26 @@ class HfViTConfig(PretrainedConfig):
     pooling: str = "cls"
     position_embedding: str = "learned"
     initializer_range: float = 0.02
+    fc_norm: bool = False
+    use_distillation_token: bool = False
+    distillation_head: bool = False
 
     def __post_init__(self, **kwargs):
+        num_labels = kwargs.get("num_labels")
+        if num_labels is not None and self.id2label is not None and num_labels != len(self.id2label):
+            raise ValueError(
+                f"HfViTConfig: num_labels={num_labels} contradicts id2label, which names {len(self.id2label)} labels; "
+                "pass only id2label (num_labels follows from it) or make them agree."
+            )
         super().__post_init__(**kwargs)
+        if self.id2label is not None:
+            implied = {label: index for index, label in self.id2label.items()}
+            if self.label2id is None:
+                self.label2id = implied
+            elif {label: int(index) for label, index in self.label2id.items()} != implied:
+                raise ValueError(
+                    "HfViTConfig: label2id is not the inverse of id2label; pass only id2label, or make them agree."
+                )
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
         # JSON has no tuples: keep sizes as lists so that a saved and reloaded config compares equal.
         if not isinstance(self.image_size, int):
@@ -116,7 +141,7 @@ class HfViTConfig(PretrainedConfig):
 
     @property
     def num_prefix_tokens(self) -> int:
-        return int(self.use_class_token) + self.num_register_tokens
+        return int(self.use_class_token) + int(self.use_distillation_token) + self.num_register_tokens
 
     def _validate(self):
         def fail(message):
@@ -160,6 +185,30 @@ class HfViTConfig(PretrainedConfig):
             fail(f"position_embedding='sincos' needs hidden_size divisible by 4, got {self.hidden_size}.")
         if self.layerscale_init is not None and self.layerscale_init <= 0:
             fail(f"layerscale_init={self.layerscale_init} must be positive, or None to turn LayerScale off.")
+        if self.use_distillation_token and not self.use_class_token:
+            fail("use_distillation_token=True needs use_class_token=True (DeiT places it right after the class token).")
+        if self.distillation_head and not self.use_distillation_token:
+            fail("distillation_head=True needs use_distillation_token=True: the second head reads that token.")
+        if self.distillation_head and (self.pooling != "cls" or self.fc_norm):
+            fail(
+                "distillation_head=True needs pooling='cls' and fc_norm=False: DeiT's two heads read the final-norm "
+                "class and distillation tokens."
+            )
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "HfViTConfig":
+        # A transformers ViT/DeiT folder would otherwise load with a warning and random weights: say what to do.
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            source = {"vit": "transformers", "deit": "deit"}.get(model_type)
+            hint = (
+                f"convert it into an hf_vit folder first: `hf-vit convert --from {source} --source PATH_OR_REPO "
+                "--output DIR`."
+                if source
+                else "hf_vit converts transformers ViT/DeiT, timm and JAX .npz checkpoints (`hf-vit convert`)."
+            )
+            raise ValueError(f"HfViTConfig: this config has model_type={model_type!r}, not {cls.model_type!r}; {hint}")
+        return super().from_dict(config_dict, **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "HfViTConfig":

@@ -21,6 +21,7 @@ def count_parameters(config: HfViTConfig) -> int:
     if config.layerscale_init is not None:
         block += 2 * width
     head = width * config.num_labels + config.num_labels if config.num_labels > 0 else 0
+    head *= 2 if config.distillation_head else 1  # DeiT's second head, on the distillation token
     return embeddings + layers * block + 2 * width + head
 
 
@@ -34,5 +35,5 @@ def forward_flops(config: HfViTConfig, image_size: tuple[int, int] | None = None
     dim, mlp = config.hidden_size, config.intermediate_size
     macs = config.num_hidden_layers * (tokens * (4 * dim * dim + 2 * dim * mlp) + 2 * tokens * tokens * dim)
     macs += patches * patch_h * patch_w * config.num_channels * dim
-    macs += dim * max(config.num_labels, 0)
+    macs += dim * max(config.num_labels, 0) * (2 if config.distillation_head else 1)
     return 2 * macs

@@ -34,7 +34,8 @@ def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, temperature: f
 
 
 class HfViTEmbeddings(nn.Module):
-    """Patches -> tokens, prefixed by [class token, register tokens], with position embeddings on patch tokens.
+    """Patches -> tokens, prefixed by [class token, distillation token (DeiT), register tokens], with position
+    embeddings on patch tokens.
 
     A class token's own position slot (transformers and timm checkpoints have one) is a constant added to a constant,
     so converters fold it into `cls_token`; register tokens carry no position. This keeps one position table, over
@@ -51,6 +52,7 @@ class HfViTEmbeddings(nn.Module):
         )
         hidden = config.hidden_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden)) if config.use_class_token else None
+        self.distillation_token = nn.Parameter(torch.zeros(1, 1, hidden)) if config.use_distillation_token else None
         self.register_tokens = (
             nn.Parameter(torch.zeros(1, config.num_register_tokens, hidden)) if config.num_register_tokens else None
         )
@@ -80,7 +82,11 @@ class HfViTEmbeddings(nn.Module):
         batch_size, _, height, width = pixel_values.shape
         patches = self.patch_embeddings(pixel_values).flatten(2).transpose(1, 2)
         patches = patches + self.positions_for_grid(height // self.patch_hw[0], width // self.patch_hw[1])
-        prefix = [t.expand(batch_size, -1, -1) for t in (self.cls_token, self.register_tokens) if t is not None]
+        prefix = [
+            t.expand(batch_size, -1, -1)
+            for t in (self.cls_token, self.distillation_token, self.register_tokens)
+            if t is not None
+        ]
         tokens = torch.cat([*prefix, patches], dim=1) if prefix else patches
         return self.dropout(tokens)
 
@@ -229,7 +235,12 @@ class HfViTPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module):
         # transformers.initialization skips tensors that from_pretrained has already loaded.
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        heads = (getattr(self, "classifier", None), getattr(self, "distillation_classifier", None))
+        if isinstance(module, nn.Linear) and any(module is head for head in heads):
+            # A zero head starts every class at equal odds (timm, big_vision); fine-tuning heads start here too.
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
             init.trunc_normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -239,15 +250,11 @@ class HfViTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, HfViTLayerScale):
             init.constant_(module.gamma, self.config.layerscale_init)
         elif isinstance(module, HfViTEmbeddings):
-            for token in (module.cls_token, module.register_tokens):
+            for token in (module.cls_token, module.distillation_token, module.register_tokens):
                 if token is not None:
                     init.trunc_normal_(token, mean=0.0, std=std)
             if module.learned_positions:
                 init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
-        if isinstance(module, HfViTForImageClassification) and isinstance(module.classifier, nn.Linear):
-            # A zero head starts every class at equal odds (timm, big_vision); fine-tuning heads start here too.
-            init.zeros_(module.classifier.weight)
-            init.zeros_(module.classifier.bias)
 
 
 def check_pixel_values(pixel_values: torch.Tensor, config: HfViTConfig) -> None:
@@ -281,7 +288,8 @@ def check_pixel_values(pixel_values: torch.Tensor, config: HfViTConfig) -> None:
 
 
 class HfViTModel(HfViTPreTrainedModel):
-    """The ViT encoder: returns all token states (after the final norm) and the pooled image embedding."""
+    """The ViT encoder: returns all token states (after the final norm) and the pooled image embedding. With
+    `config.fc_norm` the final norm applies to the pooled embedding instead, and the token states are unnormalised."""
 
     def __init__(self, config: HfViTConfig):
         super().__init__(config)
@@ -291,7 +299,9 @@ class HfViTModel(HfViTPreTrainedModel):
             config.drop_path_rate * i / max(config.num_hidden_layers - 1, 1) for i in range(config.num_hidden_layers)
         ]
         self.layers = nn.ModuleList(HfViTLayer(config, rate) for rate in rates)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # timm's fc_norm: the final norm moves from all tokens to the pooled embedding.
+        self.norm = nn.Identity() if config.fc_norm else nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.fc_norm else None
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -300,9 +310,11 @@ class HfViTModel(HfViTPreTrainedModel):
 
     def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
         if self.config.pooling == "cls":
-            return last_hidden_state[:, 0]
-        # Mean over patch tokens only: class and register tokens are not image content (timm does the same).
-        return last_hidden_state[:, self.config.num_prefix_tokens :].mean(dim=1)
+            pooled = last_hidden_state[:, 0]
+        else:
+            # Mean over patch tokens only: class, distillation and register tokens are not image content (as timm).
+            pooled = last_hidden_state[:, self.config.num_prefix_tokens :].mean(dim=1)
+        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
 
     @can_return_tuple
     def forward(
@@ -343,13 +355,18 @@ class HfViTModel(HfViTPreTrainedModel):
 
 class HfViTForImageClassification(HfViTPreTrainedModel):
     """ViT with a linear head on the pooled embedding. With `num_labels=0` the head is the identity and the logits
-    are the pooled features (as transformers' ViT)."""
+    are the pooled features (as transformers' ViT). With `config.distillation_head` (DeiT "with teacher") a second
+    head reads the distillation token and the logits are the average of both heads'."""
 
     def __init__(self, config: HfViTConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vit = HfViTModel(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        if config.distillation_head:
+            self.distillation_classifier = (
+                nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+            )
         self.post_init()
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -386,6 +403,9 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
     ) -> ImageClassifierOutput:
         outputs = self.vit(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         logits = self.classifier(outputs.pooler_output)
+        if self.config.distillation_head:
+            distillation_logits = self.distillation_classifier(outputs.last_hidden_state[:, 1])
+            logits = (logits + distillation_logits) / 2
         loss = self.classification_loss(logits, labels) if labels is not None else None
         return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions

@@ -1,0 +1,89 @@
+"""Shared test helpers: tiny configs and a Python subprocess in which hf_vit cannot be imported."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Prepended to code run by `run_without_hf_vit`: any import of hf_vit fails, however it is installed (editable or
+# not), so the code can only reach the model through transformers' remote-code loading.
+_BLOCK_HF_VIT = """
+import importlib.abc
+import sys
+
+
+class _BlockHfVit(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_vit" or name.startswith("hf_vit."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _BlockHfVit())
+try:
+    import hf_vit  # noqa: F401
+    raise SystemExit("hf_vit is importable in the subprocess; the remote-code test would prove nothing")
+except ModuleNotFoundError:
+    pass
+"""
+
+
+def run_without_hf_vit(code: str, cwd, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (isolated mode, cwd outside the repo, empty HF_HOME) where hf_vit is not
+    importable. Raises with the subprocess's output when it fails."""
+    cwd = os.fspath(cwd)
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(cwd, "hf_home"), **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", _BLOCK_HF_VIT + code],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def last_json_line(text: str):
+    """The subprocess protocol: the last stdout line is a JSON document."""
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def tiny_config(**overrides):
+    from hf_vit import HfViTConfig
+
+    fields = dict(
+        image_size=16,
+        patch_size=4,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=5,
+    )
+    return HfViTConfig(**{**fields, **overrides})
+
+
+def randomize_head(model):
+    """The head starts at zero by design; tests need logits that differ between classes and inputs."""
+    if not isinstance(model.classifier, torch.nn.Linear):
+        return model
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 0.5)
+        model.classifier.bias.normal_(0, 0.5)
+    return model
+
+
+@pytest.fixture
+def tiny_model():
+    from hf_vit import HfViTForImageClassification
+
+    torch.manual_seed(0)
+    return randomize_head(HfViTForImageClassification(tiny_config())).eval()
