@@ -7,6 +7,11 @@ import sys
 # subcommand -> (module with a `main(argv)` function, one-line help)
 COMMANDS = {
     "info": ("hf_vit.info", "list the presets with their size and cost, the installed versions and the device"),
+    "convert": ("hf_vit.convert", "convert a transformers ViT/DeiT, timm or JAX .npz checkpoint to an hf_vit folder"),
+    "train": ("hf_vit.training", "train from a preset or fine-tune a checkpoint on an image set, into a model folder"),
+    "evaluate": ("hf_vit.evaluation", "metrics of a saved model on a split of an image set"),
+    "predict": ("hf_vit.prediction", "top-k labels and scores of a saved model for image files"),
+    "push": ("hf_vit.hub", "upload a model folder to the Hub in one commit (weights, config, code, processor, card)"),
 }
 
 

@@ -1,8 +1,9 @@
 """Image preprocessing settings saved beside every model, and the one function that writes a model folder."""
 
+import math
 import os
 
-from transformers import ViTImageProcessor
+from transformers import BitImageProcessor, ViTImageProcessor
 from transformers.image_utils import PILImageResampling
 
 from .configuration_hf_vit import HfViTConfig
@@ -31,6 +32,36 @@ def build_image_processor(
         do_resize=True,
         size={"height": height, "width": width},
         resample=resample,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(image_mean),
+        image_std=list(image_std),
+    )
+
+
+def build_timm_eval_processor(
+    image_size: int,
+    crop_pct: float,
+    image_mean,
+    image_std,
+    resample: PILImageResampling = PILImageResampling.BICUBIC,
+) -> BitImageProcessor:
+    """timm's eval transform as a `BitImageProcessor`: resize the shortest edge to floor(image_size / crop_pct),
+    center crop image_size x image_size, scale to [0, 1], normalise.
+
+    With `AutoImageProcessor.from_pretrained(folder, backend="pil")` the pixels equal timm's on PIL images, except
+    that transformers crops at floor((W - w) / 2) where torchvision rounds (half to even): a one-pixel shift when that
+    margin is k + 0.5 with k odd. The default torchvision backend resizes tensors and differs by up to one 8-bit level.
+    """
+    scale_size = math.floor(image_size / crop_pct)
+    return BitImageProcessor(
+        do_convert_rgb=True,
+        do_resize=True,
+        size={"shortest_edge": scale_size},
+        resample=resample,
+        do_center_crop=True,
+        crop_size={"height": image_size, "width": image_size},
         do_rescale=True,
         rescale_factor=1 / 255,
         do_normalize=True,
