@@ -3,6 +3,9 @@
 Loaded as Hub remote code next to `modeling_hf_vit.py`: imports only transformers and the standard library.
 """
 
+import dataclasses
+import difflib
+
 from transformers import PretrainedConfig
 
 # Standard sizes (ViT paper / DeiT / timm) and small-data recipes. Each value holds the fields that differ from the
@@ -26,13 +29,17 @@ PRESETS: dict[str, dict] = {
     "vit-large-patch14-224": {**_LARGE, "patch_size": 14},
     "vit-huge-patch14-224": {**_HUGE, "patch_size": 14},
     # Small data sets: few tokens, narrow and shallow, so that training from scratch on a CPU takes minutes.
+    # initializer_range 0.1 (about 1/sqrt(width)): ViT-B's 0.02 is far below 1/sqrt(fan_in) for a narrow model on
+    # small patches, and training from scratch then sits at chance for many epochs (measured on digits).
     "vit-digits-patch2-8": {
         "image_size": 8, "patch_size": 2, "hidden_size": 128, "num_hidden_layers": 4,
         "num_attention_heads": 4, "intermediate_size": 256, "pooling": "mean", "drop_path_rate": 0.05,
+        "initializer_range": 0.1,
     },
     "vit-mnist-patch4-28": {
-        "image_size": 28, "patch_size": 4, "hidden_size": 192, "num_hidden_layers": 6,
-        "num_attention_heads": 3, "intermediate_size": 384, "pooling": "mean", "drop_path_rate": 0.1,
+        "image_size": 28, "patch_size": 4, "hidden_size": 64, "num_hidden_layers": 6,
+        "num_attention_heads": 2, "intermediate_size": 128, "pooling": "mean", "drop_path_rate": 0.05,
+        "initializer_range": 0.1,
     },
     "vit-cifar-patch4-32": {
         "image_size": 32, "patch_size": 4, "hidden_size": 256, "num_hidden_layers": 7,
@@ -48,6 +55,14 @@ AUTO_MAP = {
     "AutoModel": "modeling_hf_vit.HfViTModel",
     "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
 }
+
+
+# Keyword arguments that transformers itself passes to a config besides its fields (from_pretrained, from_dict).
+_TRANSFORMERS_KWARGS = {
+    "num_labels", "auto_map", "model_type", "name_or_path", "_name_or_path", "attn_implementation",
+    "experts_implementation", "output_attentions", "torch_dtype", "_commit_hash", "per_layer_config",
+    "_attn_implementation_internal", "_experts_implementation_internal",
+}  # fmt: skip
 
 
 def _pair(value):
@@ -103,6 +118,13 @@ class HfViTConfig(PretrainedConfig):
     distillation_head: bool = False
 
     def __post_init__(self, **kwargs):
+        unknown = sorted(set(kwargs) - _TRANSFORMERS_KWARGS)
+        if unknown:
+            # transformers would store unknown fields silently; a misspelt field would then be ignored by the model.
+            known = [f.name for f in dataclasses.fields(self)]
+            hints = [f"{name!r}" + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(name, known, 1))
+                     for name in unknown]  # fmt: skip
+            raise ValueError(f"HfViTConfig: unknown field(s) {', '.join(hints)}; fix the spelling or remove them.")
         num_labels = kwargs.get("num_labels")
         if num_labels is not None and self.id2label is not None and num_labels != len(self.id2label):
             raise ValueError(

@@ -239,6 +239,8 @@ def test_config_validation():
         (dict(layerscale_init=0.0), "layerscale_init"),
         (dict(image_size=(16, 16, 16)), "image_size"),
         (dict(num_labels=3, id2label={0: "a", 1: "b"}), "num_labels=3 contradicts id2label"),
+        (dict(hiden_size=64), "unknown field.*'hiden_size' \\(did you mean 'hidden_size'\\?\\)"),
+        (dict(num_labels=2, id2label={0: "a", 1: "b"}, label2id={"a": 1, "b": 0}), "label2id is not the inverse"),
     ]:
         with pytest.raises(ValueError, match=message):
             tiny_config(**bad)
