@@ -127,10 +127,13 @@ class HfViTAttention(nn.Module):
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False, num_queries: int | None = None):
+        """`num_queries`: outputs for the first `num_queries` tokens only (they still attend to all tokens)."""
         batch_size, num_tokens, width = hidden_states.shape
         qkv = self.qkv(hidden_states).view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if num_queries is not None:
+            query = query[:, :, :num_queries]
         query, key = self.q_norm(query), self.k_norm(key)
 
         # Fused kernels (sdpa, flash, flex) never materialise the weights, so a request for them takes the eager path.
@@ -146,7 +149,7 @@ class HfViTAttention(nn.Module):
             scaling=self.scaling,
             dropout=self.attention_dropout if self.training else 0.0,
         )
-        output = self.proj_dropout(self.proj(output.reshape(batch_size, num_tokens, width)))
+        output = self.proj_dropout(self.proj(output.reshape(batch_size, query.shape[2], width)))
         return output, weights
 
 
@@ -208,8 +211,11 @@ class HfViTLayer(GradientCheckpointingLayer):
         self.layer_scale2 = HfViTLayerScale(config.hidden_size) if use_layerscale else nn.Identity()
         self.drop_path = HfViTDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
-    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False):
-        attention_output, attention_weights = self.attention(self.norm1(hidden_states), output_attentions)
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False, num_queries: int | None = None):
+        """`num_queries`: compute the block for the first `num_queries` tokens only (see `HfViTModel.forward`)."""
+        attention_output, attention_weights = self.attention(self.norm1(hidden_states), output_attentions, num_queries)
+        if num_queries is not None:
+            hidden_states = hidden_states[:, :num_queries]
         hidden_states = hidden_states + self.drop_path(self.layer_scale1(attention_output))
         hidden_states = hidden_states + self.drop_path(self.layer_scale2(self.mlp(self.norm2(hidden_states))))
         return hidden_states, attention_weights
@@ -231,6 +237,32 @@ class HfViTPreTrainedModel(PreTrainedModel):
     # The loss is a per-batch mean; Trainer then handles gradient accumulation itself instead of passing
     # num_items_in_batch (which it would do for any forward taking **kwargs).
     accepts_loss_kwargs = False
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' loading, made strict: a truncated weights file or missing encoder weights is an error,
+        never a model with random weights and a warning. Only the classification heads may be missing (they are
+        new when a folder of the encoder is loaded for classification)."""
+        want_loading_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, loading_info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":
+                raise
+            raise OSError(
+                f"the weights file of {args[0] if args else kwargs.get('pretrained_model_name_or_path')} is truncated "
+                f"or corrupt ({error}); download or save the model again."
+            ) from error
+        missing = [
+            k for k in loading_info["missing_keys"] if not k.startswith(("classifier.", "distillation_classifier."))
+        ]
+        if missing:
+            shown = ", ".join(sorted(missing)[:6]) + (f", ... ({len(missing)} in all)" if len(missing) > 6 else "")
+            raise OSError(
+                f"{args[0] if args else 'the checkpoint'} lacks weights of this model ({shown}); it is incomplete or "
+                "belongs to another architecture. Save it again, or convert it with `hf-vit convert`."
+            )
+        return (model, loading_info) if want_loading_info else model
 
     def _init_weights(self, module: nn.Module):
         # transformers.initialization skips tensors that from_pretrained has already loaded.
@@ -285,6 +317,11 @@ def check_pixel_values(pixel_values: torch.Tensor, config: HfViTConfig) -> None:
             f"image size {height}x{width} is not a multiple of the patch size {patch_h}x{patch_w}; "
             "resize or crop the images to a multiple of the patch size."
         )
+    # Skipped under torch.compile: a data-dependent check would break the graph.
+    if not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
+        raise ValueError(
+            "pixel_values contain NaN or inf; check the image decoding and normalisation (e.g. a zero image_std)."
+        )
 
 
 class HfViTModel(HfViTPreTrainedModel):
@@ -323,10 +360,16 @@ class HfViTModel(HfViTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
+        tokens_to_keep: int | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
         """`interpolate_pos_encoding` is accepted for transformers compatibility: any input whose sides are multiples
-        of the patch size works, with position embeddings resampled to its patch grid."""
+        of the patch size works, with position embeddings resampled to its patch grid.
+
+        `tokens_to_keep`: when only the first tokens' final states are read (class-token pooling, DeiT's
+        distillation token), the last block computes those tokens only: about 10/12 of that block's work is for
+        outputs nobody reads. `last_hidden_state` then holds just those tokens. Ignored when hidden states or
+        attentions are requested, which are returned for all tokens."""
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -337,8 +380,13 @@ class HfViTModel(HfViTPreTrainedModel):
         hidden_states = self.embeddings(pixel_values)
         all_hidden_states = [hidden_states] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
-        for layer in self.layers:
-            hidden_states, attention_weights = layer(hidden_states, output_attentions=output_attentions)
+        if output_hidden_states or output_attentions:
+            tokens_to_keep = None
+        for index, layer in enumerate(self.layers):
+            num_queries = tokens_to_keep if index == len(self.layers) - 1 else None
+            hidden_states, attention_weights = layer(
+                hidden_states, output_attentions=output_attentions, num_queries=num_queries
+            )
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
             if output_attentions:
@@ -401,7 +449,15 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput:
-        outputs = self.vit(pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        # The heads read the class token (class pooling) and the distillation token right after it: the last block
+        # need not compute the patch tokens.
+        tokens_to_keep = (2 if self.config.distillation_head else 1) if self.config.pooling == "cls" else None
+        outputs = self.vit(
+            pixel_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            tokens_to_keep=tokens_to_keep,
+        )
         logits = self.classifier(outputs.pooler_output)
         if self.config.distillation_head:
             distillation_logits = self.distillation_classifier(outputs.last_hidden_state[:, 1])
