@@ -11,9 +11,9 @@ import fnmatch
 import sys
 from pathlib import Path
 
-import httpx
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, constants
-from huggingface_hub.errors import HfHubHTTPError
+
+from .model_card import build_card_for_folder, retarget_card
 
 REQUIRED_FILES = ("model.safetensors", "config.json", "configuration_hf_vit.py", "modeling_hf_vit.py",
                   "preprocessor_config.json")  # fmt: skip
@@ -34,25 +34,27 @@ def files_to_upload(folder: Path) -> list[Path]:
             "Write folders with `hf-vit train`, `hf-vit convert` or `hf_vit.save_model_folder`."
         )
     return sorted(
-        path for path in folder.iterdir() if path.is_file() and any(fnmatch.fnmatch(path.name, p) for p in UPLOADED_PATTERNS)
+        path
+        for path in folder.iterdir()
+        if path.is_file() and any(fnmatch.fnmatch(path.name, p) for p in UPLOADED_PATTERNS)
     )
 
 
 def checked_model_card(folder: Path, repo_id: str) -> ModelCard:
-    """The folder's README.md, or one generated from its config when it has none, checked as the Hub will
-    (valid YAML metadata with library_name and pipeline_tag, parseable model-index)."""
-    from .model_card import build_card_for_folder
-
+    """The folder's README.md pointed at `repo_id`, or a card generated from the folder when it has none, checked
+    as the Hub will (valid YAML metadata with library_name and pipeline_tag, a parseable model-index)."""
     readme = folder / "README.md"
+    if not readme.is_file():
+        return build_card_for_folder(folder, repo_id)
     try:
-        card = ModelCard(readme.read_text(encoding="utf-8")) if readme.is_file() else build_card_for_folder(folder, repo_id)
+        card = ModelCard(readme.read_text(encoding="utf-8"))
     except Exception as error:  # huggingface_hub raises ValueError or yaml errors for bad metadata
         raise PushError(f"{readme}: invalid model card metadata ({error}); fix the YAML header or delete the file "
                         "to have a card generated.") from error  # fmt: skip
     for field in ("library_name", "pipeline_tag"):
         if not getattr(card.data, field, None):
             raise PushError(f"{readme}: the card's metadata has no {field}; add it to the YAML header.")
-    return card
+    return retarget_card(card, repo_id)
 
 
 def push_model(
@@ -85,7 +87,9 @@ def push_model(
             commit_message=commit_message or f"Upload hf_vit model from {folder.name}",
             revision=revision,
         )
-    except (HfHubHTTPError, httpx.HTTPError, OSError) as error:
+    # Any failure at the network boundary (HTTP errors, refused connections from huggingface_hub's HTTP client,
+    # timeouts) ends the same way: nothing was committed and the folder is untouched.
+    except Exception as error:
         # The error text of huggingface_hub carries no credentials; keep only its first line.
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise PushError(

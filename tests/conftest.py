@@ -37,7 +37,9 @@ def run_without_hf_vit(code: str, cwd, env: dict | None = None, timeout: int = 6
     """Run `code` in a fresh interpreter (isolated mode, cwd outside the repo, empty HF_HOME) where hf_vit is not
     importable. Raises with the subprocess's output when it fails."""
     cwd = os.fspath(cwd)
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(cwd, "hf_home"), **(env or {})}
+    # `env`, when given, is the whole environment (e.g. one that talks to the local Hub server); else offline.
+    full_env = dict(env) if env is not None else {**os.environ, "HF_HUB_OFFLINE": "1"}
+    full_env.setdefault("HF_HOME", os.path.join(cwd, "hf_home"))
     result = subprocess.run(
         [sys.executable, "-I", "-c", _BLOCK_HF_VIT + code],
         cwd=cwd,

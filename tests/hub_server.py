@@ -198,7 +198,11 @@ class HubHandler(BaseHTTPRequestHandler):
                 if entry["lfs"]:
                     item["lfs"] = {"oid": entry["sha256"], "size": entry["size"], "pointerSize": 134}
                 if query.get("expand", ["false"])[0].lower() == "true":
-                    item["lastCommit"] = {"id": sha, "title": repo.commits[sha]["title"], "date": "2026-01-01T00:00:00Z"}
+                    item["lastCommit"] = {
+                        "id": sha,
+                        "title": repo.commits[sha]["title"],
+                        "date": "2026-01-01T00:00:00Z",
+                    }
                 entries.append(item)
         if prefix and not entries and not directories:
             return self._error(404, "EntryNotFound", f"{prefix} does not exist at {revision}")
@@ -272,7 +276,9 @@ class HubHandler(BaseHTTPRequestHandler):
             if head is None or revision not in repo.branches:
                 return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
             if header.get("parentCommit") and header["parentCommit"] != head:
-                return self._error(412, "PreconditionFailed", "A commit has happened since. Please refresh and try again.")
+                return self._error(
+                    412, "PreconditionFailed", "A commit has happened since. Please refresh and try again."
+                )
             files = dict(repo.commits[head]["files"])
             for line in lines:
                 key, value = line["key"], line["value"]

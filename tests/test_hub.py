@@ -32,10 +32,17 @@ def hub(tmp_path_factory):
 
 
 def hub_env(hub: LocalHub, home: Path, **extra) -> dict:
-    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                                                                           "HF_DATASETS_OFFLINE", "HF_TOKEN")}  # fmt: skip
-    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(home), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-               HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1", HF_TOKEN=FAKE_TOKEN)  # fmt: skip
+    offline = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN")
+    env = {key: value for key, value in os.environ.items() if key not in offline}
+    env.update(
+        HF_ENDPOINT=hub.endpoint,
+        HF_HOME=str(home),
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        HF_HUB_DISABLE_XET="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_TOKEN=FAKE_TOKEN,
+    )
     env.update(extra)
     return env
 
@@ -49,7 +56,11 @@ def hf_vit_cli(args: list[str], env: dict, cwd: Path, check: bool = True) -> sub
 
 
 def folder_fingerprint(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def make_model_folder(folder: Path, seed: int) -> torch.nn.Module:
@@ -63,7 +74,9 @@ def test_push_then_load_anywhere_with_remote_code(hub, tmp_path):
     folder = tmp_path / "model"
     model = make_model_folder(folder, seed=0)
     before = folder_fingerprint(folder)
-    result = hf_vit_cli(["push", "--model", str(folder), "--repo-id", "shapes/tiny-vit"], hub_env(hub, tmp_path / "home"), tmp_path)
+    result = hf_vit_cli(
+        ["push", "--model", str(folder), "--repo-id", "shapes/tiny-vit"], hub_env(hub, tmp_path / "home"), tmp_path
+    )
     assert "Pushed" in result.stdout
     assert folder_fingerprint(folder) == before, "push must not write into the local folder"
     files = hub.files("shapes/tiny-vit")
@@ -104,8 +117,12 @@ def test_second_push_is_a_new_revision_and_branches_work(hub, tmp_path):
     make_model_folder(second, seed=2)
     hf_vit_cli(["push", "--model", str(first), "--repo-id", "shapes/versions"], env, tmp_path)
     sha_one = hub.state.repos[("model", "shapes/versions")].branches["main"]
-    hf_vit_cli(["push", "--model", str(second), "--repo-id", "shapes/versions", "--commit-message", "v2"], env, tmp_path)
-    hf_vit_cli(["push", "--model", str(first), "--repo-id", "shapes/versions", "--revision", "v1-branch"], env, tmp_path)
+    hf_vit_cli(
+        ["push", "--model", str(second), "--repo-id", "shapes/versions", "--commit-message", "v2"], env, tmp_path
+    )
+    hf_vit_cli(
+        ["push", "--model", str(first), "--repo-id", "shapes/versions", "--revision", "v1-branch"], env, tmp_path
+    )
     code = f"""
 import json
 from transformers import AutoModelForImageClassification
@@ -171,7 +188,9 @@ def test_bad_folders_are_refused_before_any_upload(hub, tmp_path):
 def test_token_is_sent_but_never_printed_or_stored(hub, tmp_path):
     folder = tmp_path / "model"
     make_model_folder(folder, seed=5)
-    result = hf_vit_cli(["push", "--model", str(folder), "--repo-id", "shapes/secret"], hub_env(hub, tmp_path / "home"), tmp_path)
+    result = hf_vit_cli(
+        ["push", "--model", str(folder), "--repo-id", "shapes/secret"], hub_env(hub, tmp_path / "home"), tmp_path
+    )
     assert f"Bearer {FAKE_TOKEN}" in hub.state.authorizations, "the token from HF_TOKEN authenticates the push"
     assert FAKE_TOKEN not in result.stdout + result.stderr
     for name, data in hub.files("shapes/secret").items():

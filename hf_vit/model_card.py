@@ -1,0 +1,230 @@
+"""The README.md of a trained model folder: a huggingface_hub `ModelCard` filled from `model_cards/template.md`,
+with Hub metadata (library, pipeline tag, datasets, metrics and model-index results) the Hub renders and indexes."""
+
+import json
+import os
+import platform
+from dataclasses import asdict
+from enum import Enum
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .data import FASHION_MNIST_HUB_ID
+
+TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
+METRIC_NAMES = {"accuracy": "Accuracy", "top5_accuracy": "Top-5 accuracy", "macro_f1": "Macro F1"}
+DATASET_DESCRIPTIONS = {
+    "digits": "scikit-learn's `load_digits`: 1,797 grayscale 8x8 images of handwritten digits (UCI ML hand-written "
+    "digits), split into train / validation / test with seeded stratified splits.",
+    "fashion_mnist": "Fashion-MNIST (Xiao et al., 2017): 70,000 grayscale 28x28 images of Zalando articles in 10 "
+    "classes, its own 60k train / 10k test splits, validation carved from train.",
+}
+SHOWN_TRAINING_ARGUMENTS = (
+    "num_train_epochs", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
+    "weight_decay", "lr_scheduler_type", "warmup_steps", "label_smoothing_factor", "max_grad_norm", "optim", "seed",
+    "bf16", "fp16",
+)  # fmt: skip
+SHOWN_CONFIG_FIELDS = (
+    "image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "pooling", "drop_path_rate", "position_embedding",
+)  # fmt: skip
+
+
+USAGE = """## Usage
+
+```python
+from transformers import pipeline
+
+classifier = pipeline("image-classification", model="{model_id}", trust_remote_code=True)
+print(classifier("image.png", top_k=3))
+```
+
+or with the model classes:
+
+```python
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+processor = AutoImageProcessor.from_pretrained("{model_id}")
+model = AutoModelForImageClassification.from_pretrained("{model_id}", trust_remote_code=True)
+inputs = processor(Image.open("image.png"), return_tensors="pt")
+with torch.no_grad():
+    label_id = model(**inputs).logits.argmax(-1).item()
+print(model.config.id2label[label_id])
+```
+
+`trust_remote_code=True` loads the model code stored with the weights (`modeling_hf_vit.py`,
+`configuration_hf_vit.py`); with the `hf_vit` package installed and imported it is not needed."""
+CARD_TAGS = ["hf_vit", "vision-transformer", "image-classification", "custom_code"]
+
+
+def usage_section(model_id: str) -> str:
+    """The card's usage snippets, for a folder path or a Hub repo id; they work when pasted."""
+    return USAGE.format(model_id=model_id)
+
+
+def build_folder_card(config, *, model_id: str, title: str, description: str, details: list[str]) -> ModelCard:
+    """A short card for a folder that was not trained by `hf-vit train` (converted, or saved from Python)."""
+    card_data = ModelCardData(
+        model_name=model_id, library_name="transformers", pipeline_tag="image-classification", tags=CARD_TAGS
+    )
+    labels = [config.id2label[i] for i in range(config.num_labels)] if config.num_labels > 0 else []
+    shown = ", ".join(f"`{label}`" for label in labels[:10]) + (", ..." if len(labels) > 10 else "")
+    details = [
+        f"Architecture: ViT, width {config.hidden_size}, depth {config.num_hidden_layers}, "
+        f"{config.num_attention_heads} heads, patch {config.patch_size}, image {config.image_size}, "
+        f"{config.pooling} pooling.",
+        f"Labels ({config.num_labels}): {shown}"
+        if labels
+        else "No classification head: the logits are the pooled features.",
+        *details,
+    ]
+    body = "\n".join(f"- {line}" for line in details)
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n# {title}\n\n{description}\n\n{usage_section(model_id)}\n\n"
+                     f"## Model\n\n{body}\n")  # fmt: skip
+
+
+def build_card_for_folder(folder: str | os.PathLike, model_id: str) -> ModelCard:
+    """The card `hf-vit push` uploads for a folder that has none: what its config and result files say."""
+    from .configuration_hf_vit import HfViTConfig
+
+    folder = Path(folder)
+    config = HfViTConfig.from_pretrained(folder)
+    details = []
+    results_file = folder / "all_results.json"
+    if results_file.is_file():
+        results = json.loads(results_file.read_text())
+        details += [f"{key}: {value:.4f}" for key, value in sorted(results.items()) if "accuracy" in key or "f1" in key]
+    return build_folder_card(config, model_id=model_id, title=model_id,
+                             description="A Vision Transformer for image classification, an `hf_vit` model.",
+                             details=details)  # fmt: skip
+
+
+def retarget_card(card: ModelCard, model_id: str) -> ModelCard:
+    """The same card, its usage snippets and model name pointing at `model_id` (the repo it is pushed to)."""
+    old = card.data.model_name
+    text = card.text.replace(f'"{old}"', f'"{model_id}"') if old else card.text
+    card.data.model_name = model_id
+    return ModelCard(f"---\n{card.data.to_yaml()}\n---\n{text}")
+
+
+def hub_dataset_id(dataset: str) -> str | None:
+    """The Hub id of a data set for the card's metadata; None for local sets."""
+    if dataset == "fashion_mnist":
+        return FASHION_MNIST_HUB_ID
+    if dataset == "digits" or os.path.exists(dataset):
+        return None
+    return dataset
+
+
+def _plain(value):
+    return value.value if isinstance(value, Enum) else value  # "cosine", not "SchedulerType.COSINE"
+
+
+def _table(rows: dict) -> str:
+    return "\n".join(["| name | value |", "|---|---|"] + [f"| {key} | {value} |" for key, value in rows.items()])
+
+
+def _versions() -> str:
+    names = ("hf_vit", "transformers", "torch", "torchvision", "datasets", "evaluate", "accelerate")
+    return "\n".join(f"- {name} {metadata.version(name)}" for name in names)
+
+
+def build_model_card(
+    *,
+    model_name: str,
+    dataset: str,
+    config,
+    results: dict[str, dict],
+    split_sizes: dict[str, int],
+    training_args,
+    augmentation_args,
+    train_runtime_s: float,
+    base_model: str | None = None,
+    command: str,
+) -> ModelCard:
+    """`results` maps split ('validation', 'test') -> metric name (without prefix) -> value."""
+    if not TEMPLATE_PATH.is_file():
+        raise FileNotFoundError(
+            f"Model card template {TEMPLATE_PATH} is missing; install hf_vit from its repository (pip install -e .)."
+        )
+    dataset_id = hub_dataset_id(dataset)
+    metric_keys = [key for key in METRIC_NAMES if any(key in metrics for metrics in results.values())]
+    eval_results = [
+        EvalResult(
+            task_type="image-classification",
+            dataset_type=dataset_id or dataset,
+            dataset_name=dataset,
+            dataset_split=split,
+            metric_type=key,
+            metric_name=METRIC_NAMES[key],
+            metric_value=round(float(metrics[key]), 4),
+        )
+        for split, metrics in results.items()
+        if split == "test"
+        for key in metric_keys
+        if key in metrics
+    ]
+    card_data = ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        license="apache-2.0",
+        tags=CARD_TAGS,
+        datasets=[dataset_id] if dataset_id else None,
+        metrics=["accuracy", "f1"],
+        base_model=base_model,
+        eval_results=eval_results or None,
+    )
+    results_rows = "\n".join(
+        f"| {split} | {split_sizes.get(split, '')} | "
+        + " | ".join(f"{metrics[key]:.4f}" if key in metrics else "" for key in metric_keys)
+        + " |"
+        for split, metrics in results.items()
+    )
+    shown = {name: _plain(getattr(training_args, name)) for name in SHOWN_TRAINING_ARGUMENTS}
+    shown["total_train_batch_size"] = (
+        training_args.train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
+    )
+    shown.update({f"augmentation: {key}": value for key, value in asdict(augmentation_args).items()})
+    config_rows = {name: getattr(config, name) for name in SHOWN_CONFIG_FIELDS}
+    config_rows["parameters"] = f"{sum(p.numel() for p in _parameters_of(config)):,}"
+    origin = f"fine-tuned from `{base_model}`" if base_model else "trained from scratch"
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        model_name=model_name,
+        usage=usage_section(model_name),
+        model_description=f"A Vision Transformer (an `hf_vit` model) {origin} on `{dataset}` for image classification.",
+        dataset_description=DATASET_DESCRIPTIONS.get(dataset, f"`{dataset}`."),
+        num_labels=config.num_labels,
+        label_names=", ".join(f"`{config.id2label[i]}`" for i in range(config.num_labels)),
+        metric_header=" | ".join(METRIC_NAMES[key] for key in metric_keys),
+        metric_rule="---|" * len(metric_keys),
+        results_rows=results_rows,
+        command=command,
+        model_table=_table(config_rows),
+        hyperparameters_table=_table(shown),
+        train_runtime=f"{train_runtime_s / 60:.1f} minutes",
+        device=_device_description(),
+        versions=_versions(),
+    )
+
+
+def _parameters_of(config):
+    # The parameter count of the architecture, from a model on the meta device: nothing is allocated.
+    from .modeling_hf_vit import HfViTForImageClassification
+
+    with torch.device("meta"):
+        return list(HfViTForImageClassification(config).parameters())
+
+
+def _device_description() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
