@@ -158,13 +158,21 @@ class HubHandler(BaseHTTPRequestHandler):
             self.state.repos[(repo_type, repo_id)] = Repo(repo_type, repo_id, bool(request.get("private")))
         self._send(200, url)
 
-    def _info(self, kind: str, repo_id: str, revision: str | None):
+    def _at_revision(self, kind: str, repo_id: str, revision: str) -> tuple[Repo | None, str | None]:
+        """The repository and the commit a revision names; (.., None) after answering 404 when there is none."""
         repo = self._repo(kind, repo_id)
         if repo is None:
-            return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
-        sha = repo.resolve(revision or "main")
+            self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
+            return None, None
+        sha = repo.resolve(revision)
         if sha is None:
-            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        return repo, sha
+
+    def _info(self, kind: str, repo_id: str, revision: str | None):
+        repo, sha = self._at_revision(kind, repo_id, revision or "main")
+        if sha is None:
+            return None
         files = repo.commits[sha]["files"]
         info = {"id": repo_id, "sha": sha, "private": repo.private, "tags": [], "lastModified": "2026-01-01T00:00:00Z",
                 "siblings": [{"rfilename": name} for name in sorted(files)]}  # fmt: skip
@@ -176,12 +184,9 @@ class HubHandler(BaseHTTPRequestHandler):
         self._send(200, info)
 
     def _tree(self, kind: str, repo_id: str, revision: str, folder: str | None, query: dict):
-        repo = self._repo(kind, repo_id)
-        if repo is None:
-            return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
-        sha = repo.resolve(revision)
+        repo, sha = self._at_revision(kind, repo_id, revision)
         if sha is None:
-            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+            return None
         prefix = (folder or "").strip("/")
         recursive = query.get("recursive", ["false"])[0].lower() == "true"
         entries, directories = [], set()
@@ -210,12 +215,9 @@ class HubHandler(BaseHTTPRequestHandler):
         self._send(200, entries)
 
     def _resolve(self, kind: str, repo_id: str, revision: str, filename: str):
-        repo = self._repo(kind, repo_id)
-        if repo is None:
-            return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
-        sha = repo.resolve(revision)
+        repo, sha = self._at_revision(kind, repo_id, revision)
         if sha is None:
-            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+            return None
         entry = repo.commits[sha]["files"].get(filename)
         if entry is None:
             return self._error(404, "EntryNotFound", f"{filename} not found", {"X-Repo-Commit": sha})

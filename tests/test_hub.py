@@ -199,34 +199,21 @@ def test_token_is_sent_but_never_printed_or_stored(hub, tmp_path):
         assert path.is_dir() or FAKE_TOKEN.encode() not in path.read_bytes(), path
 
 
-def shapes_dataset_script(repo_id: str) -> str:
-    """Code that pushes a small image set with string labels through `Dataset.push_to_hub`."""
+def stripes_push_script(repo_id: str) -> str:
+    """Code that pushes the stripes image set of the Trainer test through `Dataset.push_to_hub`."""
     return f"""
-import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
-from PIL import Image as PILImage
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from datasets import DatasetDict
+from test_trainer_steps import stripes_dataset
 
-rng = np.random.default_rng(0)
-def split(count):
-    images, labels = [], []
-    for index in range(count):
-        label = index % 2
-        stripes = (np.arange(16) // 2 % 2 * 200).astype(np.uint8)
-        pattern = np.broadcast_to(stripes[:, None] if label == 0 else stripes[None, :], (16, 16))
-        noisy = np.clip(pattern + rng.normal(0, 30, (16, 16)), 0, 255).astype(np.uint8)
-        images.append(PILImage.fromarray(noisy, "L"))
-        labels.append(label)
-    features = Features({{"image": Image(), "label": ClassLabel(names=["horizontal", "vertical"])}})
-    return Dataset.from_dict({{"image": images, "label": labels}}, features=features)
-
-DatasetDict({{"train": split(96), "test": split(32)}}).push_to_hub({repo_id!r})
-print("pushed")
+DatasetDict({{"train": stripes_dataset(96, seed=0), "test": stripes_dataset(32, seed=1)}}).push_to_hub({repo_id!r})
 """
 
 
 def test_train_on_a_hub_dataset_and_push_with_trainer(hub, tmp_path):
     env = hub_env(hub, tmp_path / "home")
-    pushed = subprocess.run([sys.executable, "-c", shapes_dataset_script("shapes/stripes")], env=env, cwd=tmp_path,
+    pushed = subprocess.run([sys.executable, "-c", stripes_push_script("shapes/stripes")], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)  # fmt: skip
     assert pushed.returncode == 0, pushed.stderr
     assert any(name.endswith(".parquet") for name in hub.files("shapes/stripes", repo_type="dataset"))

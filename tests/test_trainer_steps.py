@@ -10,9 +10,9 @@ from transformers import Trainer, TrainingArguments
 from hf_vit import HfViTForImageClassification, build_image_processor
 
 
-def stripes_dataset(count: int = 64) -> Dataset:
+def stripes_dataset(count: int = 64, seed: int = 0) -> Dataset:
     """Two classes a ViT must look at patches to tell apart: horizontal vs vertical stripes, with noise."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     images, labels = [], []
     for index in range(count):
         label = index % 2
