@@ -11,6 +11,7 @@ COMMANDS = {
     "train": ("hf_vit.training", "train from a preset or fine-tune a checkpoint on an image set, into a model folder"),
     "evaluate": ("hf_vit.evaluation", "metrics of a saved model on a split of an image set"),
     "predict": ("hf_vit.prediction", "top-k labels and scores of a saved model for image files"),
+    "benchmark": ("hf_vit.benchmark", "hf_vit against transformers' ViT and timm with the same weights: speed, memory"),
     "push": ("hf_vit.hub", "upload a model folder to the Hub in one commit (weights, config, code, processor, card)"),
 }
 

@@ -37,8 +37,14 @@ PRESETS: dict[str, dict] = {
         "initializer_range": 0.1,
     },
     "vit-mnist-patch4-28": {
-        "image_size": 28, "patch_size": 4, "hidden_size": 64, "num_hidden_layers": 6,
-        "num_attention_heads": 2, "intermediate_size": 128, "pooling": "mean", "drop_path_rate": 0.05,
+        "image_size": 28, "patch_size": 4, "hidden_size": 192, "num_hidden_layers": 6,
+        "num_attention_heads": 3, "intermediate_size": 384, "pooling": "mean", "drop_path_rate": 0.1,
+        "initializer_range": 0.1,
+    },
+    # 16 tokens instead of 49: on a CPU it reaches a given Fashion-MNIST accuracy in less time than patch 4.
+    "vit-mnist-patch7-28": {
+        "image_size": 28, "patch_size": 7, "hidden_size": 128, "num_hidden_layers": 6,
+        "num_attention_heads": 4, "intermediate_size": 256, "pooling": "mean", "drop_path_rate": 0.05,
         "initializer_range": 0.1,
     },
     "vit-cifar-patch4-32": {
@@ -62,6 +68,7 @@ _TRANSFORMERS_KWARGS = {
     "num_labels", "auto_map", "model_type", "name_or_path", "_name_or_path", "attn_implementation",
     "experts_implementation", "output_attentions", "torch_dtype", "_commit_hash", "per_layer_config",
     "_attn_implementation_internal", "_experts_implementation_internal",
+    "use_cache",  # Trainer sets config.use_cache on every model it trains, so trained folders carry it
 }  # fmt: skip
 
 

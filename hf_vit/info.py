@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.metadata
+import os
 import platform
 
 import torch
@@ -39,12 +40,13 @@ def versions() -> dict[str, str]:
 
 
 def device_description() -> str:
+    """Where hf_vit computes by default, for `hf-vit info` and model cards."""
     if torch.cuda.is_available():
-        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-        return f"cuda ({names})"
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     if torch.backends.mps.is_available():
-        return "mps"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        return "Apple MPS"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 def main(argv: list[str] | None = None) -> int:

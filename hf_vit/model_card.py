@@ -3,16 +3,16 @@ with Hub metadata (library, pipeline tag, datasets, metrics and model-index resu
 
 import json
 import os
-import platform
 from dataclasses import asdict
 from enum import Enum
 from importlib import metadata
 from pathlib import Path
 
-import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .data import FASHION_MNIST_HUB_ID
+from .flops import count_parameters
+from .info import device_description
 
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
 METRIC_NAMES = {"accuracy": "Accuracy", "top5_accuracy": "Top-5 accuracy", "macro_f1": "Macro F1"}
@@ -112,6 +112,15 @@ def retarget_card(card: ModelCard, model_id: str) -> ModelCard:
     return ModelCard(f"---\n{card.data.to_yaml()}\n---\n{text}")
 
 
+def require_template() -> None:
+    """The card template lives in the repository's model_cards/ (an editable install reads it there); checked
+    before training starts, so that a run never ends without its card."""
+    if not TEMPLATE_PATH.is_file():
+        raise FileNotFoundError(
+            f"Model card template {TEMPLATE_PATH} is missing; install hf_vit from its repository (pip install -e .)."
+        )
+
+
 def hub_dataset_id(dataset: str) -> str | None:
     """The Hub id of a data set for the card's metadata; None for local sets."""
     if dataset == "fashion_mnist":
@@ -148,10 +157,7 @@ def build_model_card(
     command: str,
 ) -> ModelCard:
     """`results` maps split ('validation', 'test') -> metric name (without prefix) -> value."""
-    if not TEMPLATE_PATH.is_file():
-        raise FileNotFoundError(
-            f"Model card template {TEMPLATE_PATH} is missing; install hf_vit from its repository (pip install -e .)."
-        )
+    require_template()
     dataset_id = hub_dataset_id(dataset)
     metric_keys = [key for key in METRIC_NAMES if any(key in metrics for metrics in results.values())]
     eval_results = [
@@ -192,7 +198,7 @@ def build_model_card(
     )
     shown.update({f"augmentation: {key}": value for key, value in asdict(augmentation_args).items()})
     config_rows = {name: getattr(config, name) for name in SHOWN_CONFIG_FIELDS}
-    config_rows["parameters"] = f"{sum(p.numel() for p in _parameters_of(config)):,}"
+    config_rows["parameters"] = f"{count_parameters(config):,}"
     origin = f"fine-tuned from `{base_model}`" if base_model else "trained from scratch"
     return ModelCard.from_template(
         card_data,
@@ -210,21 +216,6 @@ def build_model_card(
         model_table=_table(config_rows),
         hyperparameters_table=_table(shown),
         train_runtime=f"{train_runtime_s / 60:.1f} minutes",
-        device=_device_description(),
+        device=device_description(),
         versions=_versions(),
     )
-
-
-def _parameters_of(config):
-    # The parameter count of the architecture, from a model on the meta device: nothing is allocated.
-    from .modeling_hf_vit import HfViTForImageClassification
-
-    with torch.device("meta"):
-        return list(HfViTForImageClassification(config).parameters())
-
-
-def _device_description() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    cpu = platform.processor() or platform.machine()
-    return f"CPU ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"

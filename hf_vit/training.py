@@ -20,7 +20,7 @@ from .configuration_hf_vit import PRESETS, HfViTConfig
 from .data import DataArguments, dataset_slug, load_image_dataset
 from .hub import push_model
 from .metrics import load_metric
-from .model_card import build_model_card
+from .model_card import build_model_card, require_template
 from .modeling_hf_vit import HfViTForImageClassification
 from .plots import plot_confusion_matrix, plot_training_curves
 from .processing import build_image_processor, save_model_folder
@@ -257,6 +257,7 @@ def run_training(
 ) -> dict[str, float]:
     """Train, save the model folder, evaluate on validation and test, and write the plots and the model card.
     `raw_dataset` (an in-memory `DatasetDict`) replaces loading `data_args.dataset`. Returns all_results."""
+    require_template()
     set_seed(training_args.seed)
     splits = load_image_dataset(data_args, raw_dataset)
     label_names = splits["train"].features["label"].names

@@ -122,6 +122,6 @@ def test_hf_vit_info_command():
         [sys.executable, "-m", "hf_vit.cli", "info"], capture_output=True, text=True, timeout=120, check=True
     )
     assert "| vit-base-patch16-224 | 224 | 16 | 768 | 12 | 12 | 86.57 | 35.128 |" in result.stdout
-    assert "transformers" in result.stdout and "Device: " in result.stdout
+    assert "transformers" in result.stdout and "Device: CPU" in result.stdout
     unknown = subprocess.run([sys.executable, "-m", "hf_vit.cli", "nope"], capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "unknown command 'nope'" in unknown.stderr

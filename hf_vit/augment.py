@@ -1,0 +1,126 @@
+"""Image transforms (torchvision.transforms.v2) applied on the fly through `Dataset.with_transform`, and the batch
+collators, where MixUp / CutMix mix whole training batches."""
+
+from dataclasses import dataclass, field
+
+import torch
+from torchvision.transforms import InterpolationMode, v2
+from transformers import ViTImageProcessor
+
+from .data import IMAGE_COLUMN, LABEL_COLUMN
+
+# Below this side length, RandomResizedCrop throws away too much of a tiny image: pad and crop instead (CIFAR style).
+SMALL_IMAGE_SIDE = 64
+
+
+@dataclass
+class AugmentationArguments:
+    """Training-time augmentation; evaluation always uses the saved image processor's resize and normalisation."""
+
+    random_crop: bool = field(
+        default=True,
+        metadata={"help": f"RandomResizedCrop, or pad-and-crop for images under {SMALL_IMAGE_SIDE} px."},
+    )
+    crop_scale_min: float = field(default=0.25, metadata={"help": "Smallest area share of RandomResizedCrop."})
+    horizontal_flip: bool = field(default=True, metadata={"help": "Random left-right flips (off for digits)."})
+    auto_augment: str = field(
+        default="none", metadata={"help": "'none', 'trivial' (TrivialAugmentWide) or 'rand' (RandAugment)."}
+    )
+    random_erasing: float = field(default=0.0, metadata={"help": "Probability of RandomErasing per image."})
+    mixup_alpha: float = field(default=0.0, metadata={"help": "MixUp's Beta(alpha, alpha); 0 turns it off."})
+    cutmix_alpha: float = field(default=0.0, metadata={"help": "CutMix's Beta(alpha, alpha); 0 turns it off."})
+
+    def __post_init__(self):
+        if self.auto_augment not in ("none", "trivial", "rand"):
+            raise ValueError(f"--auto_augment {self.auto_augment!r} must be 'none', 'trivial' or 'rand'.")
+        if not 0.0 < self.crop_scale_min <= 1.0:
+            raise ValueError(f"--crop_scale_min {self.crop_scale_min} must be in (0, 1].")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise ValueError(f"--random_erasing {self.random_erasing} is a probability: use a value in [0, 1].")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} {getattr(self, name)} must be 0 (off) or positive (e.g. 0.8 or 1.0).")
+
+
+def _size_and_normalize(processor: ViTImageProcessor) -> tuple[tuple[int, int], v2.Normalize]:
+    size = (processor.size["height"], processor.size["width"])
+    return size, v2.Normalize(mean=list(processor.image_mean), std=list(processor.image_std))
+
+
+def build_train_transform(processor: ViTImageProcessor, args: AugmentationArguments) -> v2.Compose:
+    """PIL image -> augmented, normalised float tensor [3, H, W] at the processor's size."""
+    size, normalize = _size_and_normalize(processor)
+    steps = [v2.ToImage(), v2.RGB()]
+    if args.random_crop and min(size) < SMALL_IMAGE_SIDE:
+        # Pad by an eighth of the side (4 px at 32, 1 px at 8) with edge pixels, then crop back at random.
+        steps += [v2.Resize(size, antialias=True), v2.RandomCrop(size, padding=max(1, min(size) // 8), fill=0)]
+    elif args.random_crop:
+        steps.append(v2.RandomResizedCrop(size, scale=(args.crop_scale_min, 1.0), antialias=True))
+    else:
+        steps.append(v2.Resize(size, antialias=True))
+    if args.horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if args.auto_augment == "trivial":
+        steps.append(v2.TrivialAugmentWide(interpolation=InterpolationMode.BILINEAR))
+    elif args.auto_augment == "rand":
+        steps.append(v2.RandAugment(interpolation=InterpolationMode.BILINEAR))
+    steps += [v2.ToDtype(torch.float32, scale=True), normalize]
+    if args.random_erasing > 0:
+        steps.append(v2.RandomErasing(p=args.random_erasing, value=0))
+    return v2.Compose(steps)
+
+
+def train_transform_fn(processor: ViTImageProcessor, args: AugmentationArguments):
+    """The `with_transform` function of the training split."""
+    transform = build_train_transform(processor, args)
+
+    def apply(batch):
+        return {
+            "pixel_values": [transform(image) for image in batch[IMAGE_COLUMN]],
+            "labels": batch[LABEL_COLUMN],
+        }
+
+    return apply
+
+
+def eval_transform_fn(processor: ViTImageProcessor):
+    """The `with_transform` function of evaluation splits: the saved processor itself, so that reported metrics are
+    what users of the model folder (and `pipeline`) get."""
+
+    def apply(batch):
+        pixel_values = processor(batch[IMAGE_COLUMN], return_tensors="pt")["pixel_values"]
+        return {"pixel_values": list(pixel_values), "labels": batch[LABEL_COLUMN]}
+
+    return apply
+
+
+def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
+    return {
+        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "labels": torch.tensor([example["labels"] for example in examples], dtype=torch.long),
+    }
+
+
+class MixingCollator:
+    """Training collator: MixUp and/or CutMix (one of the two per batch when both are on) turn integer labels into
+    soft targets [B, C]; label smoothing is applied here too, because Trainer's label smoother takes integer labels
+    only."""
+
+    def __init__(self, num_labels: int, mixup_alpha: float, cutmix_alpha: float, label_smoothing: float = 0.0):
+        mixers = []
+        if mixup_alpha > 0:
+            mixers.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_labels))
+        if cutmix_alpha > 0:
+            mixers.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_labels))
+        if not mixers:
+            raise ValueError("MixingCollator needs mixup_alpha > 0 or cutmix_alpha > 0.")
+        self.mix = mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+        self.num_labels = num_labels
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = collate(examples)
+        pixel_values, targets = self.mix(batch["pixel_values"], batch["labels"])
+        if self.label_smoothing:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / self.num_labels
+        return {"pixel_values": pixel_values, "labels": targets}

@@ -1,0 +1,70 @@
+"""`hf-vit evaluate`: metrics (accuracy, macro F1, top-5 accuracy) of a saved model on a split of an image set,
+with the same data loading and splits as `hf-vit train`."""
+
+import json
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTImageProcessor
+from transformers.utils import logging
+
+from .augment import collate, eval_transform_fn
+from .data import LABEL_COLUMN, DataArguments, load_image_dataset
+from .modeling_hf_vit import HfViTForImageClassification
+from .training import build_compute_metrics
+
+
+@dataclass
+class EvaluateArguments:
+    model: str = field(metadata={"help": "An hf_vit model folder or Hub repo id."})
+    split: str = field(
+        default="test", metadata={"help": "'train', 'validation' or 'test', the splits `hf-vit train` makes."}
+    )
+    batch_size: int = field(default=256, metadata={"help": "Images per forward pass."})
+
+
+def align_labels(dataset, model_label2id: dict[str, int], model: str):
+    """Renumber the set's labels to the model's ids by name; a label the model does not know is an error."""
+    names = dataset.features[LABEL_COLUMN].names
+    unknown = [name for name in names if name not in model_label2id]
+    if unknown:
+        raise ValueError(
+            f"The data set's labels {unknown} are not labels of {model} (it knows {sorted(model_label2id)}); "
+            "evaluate on a set with the model's labels."
+        )
+    mapping = [model_label2id[name] for name in names]
+    return dataset.map(lambda batch: {LABEL_COLUMN: [mapping[label] for label in batch[LABEL_COLUMN]]}, batched=True)
+
+
+def evaluate_model(args: EvaluateArguments, data_args: DataArguments, raw_dataset=None) -> dict[str, float]:
+    splits = load_image_dataset(data_args, raw_dataset)
+    if args.split not in splits:
+        raise ValueError(f"--split {args.split!r} must be one of {list(splits)}.")
+    model = HfViTForImageClassification.from_pretrained(args.model)
+    processor = ViTImageProcessor.from_pretrained(args.model)
+    dataset = align_labels(splits[args.split], model.config.label2id, args.model)
+    training_args = TrainingArguments(
+        output_dir="/tmp/hf_vit_evaluate",  # unused: nothing is saved
+        per_device_eval_batch_size=args.batch_size,
+        remove_unused_columns=False,  # the transform needs the `image` column
+        report_to="none",
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        data_collator=collate,
+        compute_metrics=build_compute_metrics(model.config.num_labels),
+    )
+    metrics = trainer.evaluate(dataset.with_transform(eval_transform_fn(processor)), metric_key_prefix=args.split)
+    return {**metrics, f"{args.split}_samples": len(dataset)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    logging.set_verbosity_warning()
+    args, data_args = HfArgumentParser((EvaluateArguments, DataArguments)).parse_args_into_dataclasses(args=argv)
+    metrics = evaluate_model(args, data_args)
+    print(json.dumps({key: round(value, 4) for key, value in metrics.items()}, indent=2))
+    return 0

@@ -1,0 +1,44 @@
+"""`hf-vit predict`: the top-k labels and scores of a saved model for image files, through transformers' pipeline,
+exactly as users of the model folder get them."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from transformers import AutoImageProcessor, pipeline
+
+from .modeling_hf_vit import HfViTForImageClassification
+
+
+def predict(model: str, images: list[str], top_k: int = 5) -> list[list[dict]]:
+    missing = [image for image in images if not Path(image).is_file()]
+    if missing:
+        raise FileNotFoundError(f"Image files not found: {missing}; give paths of existing image files.")
+    # hf_vit's own classes, not the folder's code files: predicting never runs code that came with a checkpoint.
+    classifier = pipeline(
+        "image-classification",
+        model=HfViTForImageClassification.from_pretrained(model),
+        image_processor=AutoImageProcessor.from_pretrained(model),
+    )
+    top_k = min(top_k, classifier.model.config.num_labels)
+    return [classifier(image, top_k=top_k) for image in images]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hf-vit predict", description=__doc__)
+    parser.add_argument("--model", required=True, help="an hf_vit model folder or Hub repo id")
+    parser.add_argument("--top_k", type=int, default=5, help="labels to show per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
+    parser.add_argument("images", nargs="+", help="image files")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.top_k < 1:
+        parser.error(f"--top_k {args.top_k} must be 1 or more.")
+    for image, scores in zip(args.images, predict(args.model, args.images, args.top_k), strict=True):
+        if args.json:
+            print(json.dumps({"image": image, "predictions": scores}))
+        else:
+            print(image)
+            for entry in scores:
+                print(f"  {entry['score']:.4f}  {entry['label']}")
+    return 0
