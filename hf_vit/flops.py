@@ -25,15 +25,26 @@ def count_parameters(config: HfViTConfig) -> int:
     return embeddings + layers * block + 2 * width + head
 
 
-def forward_flops(config: HfViTConfig, image_size: tuple[int, int] | None = None) -> int:
+def forward_flops(
+    config: HfViTConfig, image_size: tuple[int, int] | None = None, tokens_to_keep: int | None = None
+) -> int:
     """FLOPs (2 x multiply-accumulates) of one image's forward pass, counting matrix products only:
-    L * (N * (4 D^2 + 2 D M) + 2 N^2 D) + patches * P^2 * C * D + D * classes, all doubled."""
+    L * (N * (4 D^2 + 2 D M) + 2 N^2 D) + patches * P^2 * C * D + D * classes, all doubled.
+
+    `tokens_to_keep`: the FLOPs actually executed when the last block computes only its first tokens (what
+    `HfViTForImageClassification` does with class-token pooling): keys and values are still computed for all N
+    tokens, queries, attention, projection and MLP for the kept tokens only."""
     height, width_px = image_size or config.image_hw
     patch_h, patch_w = config.patch_hw
     patches = (height // patch_h) * (width_px // patch_w)
     tokens = patches + config.num_prefix_tokens
     dim, mlp = config.hidden_size, config.intermediate_size
-    macs = config.num_hidden_layers * (tokens * (4 * dim * dim + 2 * dim * mlp) + 2 * tokens * tokens * dim)
+
+    def block(queries: int) -> int:
+        return tokens * 3 * dim * dim + queries * (dim * dim + 2 * dim * mlp) + 2 * queries * tokens * dim
+
+    last = tokens if tokens_to_keep is None else tokens_to_keep
+    macs = (config.num_hidden_layers - 1) * block(tokens) + block(last) if config.num_hidden_layers else 0
     macs += patches * patch_h * patch_w * config.num_channels * dim
     macs += dim * max(config.num_labels, 0) * (2 if config.distillation_head else 1)
     return 2 * macs

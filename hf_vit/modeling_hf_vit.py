@@ -131,7 +131,9 @@ class HfViTAttention(nn.Module):
         """`num_queries`: outputs for the first `num_queries` tokens only (they still attend to all tokens)."""
         batch_size, num_tokens, width = hidden_states.shape
         qkv = self.qkv(hidden_states).view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        # Split q/k/v first, then move the heads forward: the same strided views as `permute(2, 0, 3, 1, 4).unbind(0)`,
+        # but backward stacks their gradients straight into the qkv layout (one copy instead of two).
+        query, key, value = (part.transpose(1, 2) for part in qkv.unbind(2))
         if num_queries is not None:
             query = query[:, :, :num_queries]
         query, key = self.q_norm(query), self.k_norm(key)
@@ -417,6 +419,14 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
             )
         self.post_init()
 
+    def tokens_read_by_heads(self) -> int | None:
+        """With class-token pooling the heads read only the class token and DeiT's distillation token right after
+        it, so the last block need compute no other token (`HfViTModel.forward`'s `tokens_to_keep`); mean pooling
+        reads every patch token (None)."""
+        if self.config.pooling != "cls":
+            return None
+        return 2 if self.config.distillation_head else 1
+
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """transformers' problem types: regression (MSE), single-label (cross-entropy, also on soft targets such as
         MixUp/CutMix produce), multi-label (BCE). Unset, the type is inferred from the labels as transformers does."""
@@ -449,14 +459,11 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput:
-        # The heads read the class token (class pooling) and the distillation token right after it: the last block
-        # need not compute the patch tokens.
-        tokens_to_keep = (2 if self.config.distillation_head else 1) if self.config.pooling == "cls" else None
         outputs = self.vit(
             pixel_values,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            tokens_to_keep=tokens_to_keep,
+            tokens_to_keep=self.tokens_read_by_heads(),
         )
         logits = self.classifier(outputs.pooler_output)
         if self.config.distillation_head:

@@ -17,8 +17,18 @@ import torch
 from conftest import last_json_line, run_without_hf_vit
 from safetensors.torch import save_file
 
-from hf_vit import HfViTForImageClassification
-from hf_vit.convert import convert_deit, convert_npz, convert_timm, convert_transformers, load_for_finetuning
+from hf_vit import HfViTConfig, HfViTForImageClassification
+from hf_vit.convert import (
+    convert_deit,
+    convert_npz,
+    convert_timm,
+    convert_transformers,
+    export_timm,
+    export_transformers,
+    load_for_finetuning,
+    to_timm_state_dict,
+    to_transformers_state_dict,
+)
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -343,6 +353,55 @@ def test_npz_unknown_array_is_named(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="MlpBlock_3/Dense_2/kernel"):
         convert_npz(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# hf_vit -> transformers / timm (the benchmark runs the peers with an hf_vit model's weights)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def random_hf_vit(**options):
+    config = HfViTConfig(**SMALL, image_size=32, patch_size=8, num_labels=5, **options)
+    return randomize(HfViTForImageClassification(config))
+
+
+@pytest.mark.parametrize(
+    "options", [{}, dict(qkv_bias=False, position_embedding="sincos", layer_norm_eps=1e-5)], ids=["default", "sincos"]
+)
+def test_export_to_transformers_round_trip(tmp_path, options):
+    model = random_hf_vit(**options)
+    exported = export_transformers(model, tmp_path, attn_implementation="eager")
+    pixels = images(32, 32)
+    assert_same_logits(logits(model, pixels), logits(exported, pixels))
+    # The file is transformers' on-disk layout, which the converter reads back to the same model.
+    assert "vit.encoder.layer.0.attention.attention.query.weight" in to_transformers_state_dict(model)
+    back = convert_transformers(tmp_path).model
+    assert_same_logits(logits(back, pixels), logits(model, pixels))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        dict(pooling="mean", fc_norm=True, num_register_tokens=2, qk_norm=True, layerscale_init=0.5),
+        dict(use_class_token=False, pooling="mean", hidden_act="quick_gelu", qkv_bias=False),
+    ],
+    ids=["default", "registers-qknorm-layerscale-fcnorm", "no-class-token"],
+)
+def test_export_to_timm_round_trip(options):
+    model = random_hf_vit(**options)
+    exported = export_timm(model)
+    assert set(to_timm_state_dict(model)) == set(exported.state_dict())
+    pixels = images(32, 32)
+    assert_same_logits(logits(model, pixels), logits(exported.eval(), pixels))
+    assert_same_logits(logits(convert_timm(exported).model, pixels), logits(model, pixels))
+
+
+def test_export_names_options_the_peer_lacks():
+    with pytest.raises(ValueError, match="num_register_tokens"):
+        to_transformers_state_dict(random_hf_vit(num_register_tokens=2))
+    with pytest.raises(ValueError, match="distillation"):
+        to_timm_state_dict(random_hf_vit(use_distillation_token=True))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

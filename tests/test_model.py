@@ -293,3 +293,29 @@ def test_torch_compile_fullgraph_forward_and_backward():
     loss = compiled(pixels, labels=torch.tensor([1, 4])).loss
     loss.backward()
     assert torch.isfinite(loss) and model.vit.layers[0].attention.qkv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(use_distillation_token=True, distillation_head=True), dict(num_register_tokens=2, qk_norm=True)],
+    ids=["cls", "distillation-head", "registers-qk-norm"],
+)
+def test_last_block_for_read_tokens_only_gives_the_full_computation(options):
+    """With class-token pooling the classifier computes its last block for the tokens its heads read only; logits
+    and gradients equal those of the full computation (which `output_hidden_states=True` forces)."""
+    model = build(num_hidden_layers=3, **options)
+    assert model.tokens_read_by_heads() == (2 if model.config.distillation_head else 1)
+    pixels, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixels).logits, model(pixels, output_hidden_states=True).logits)
+    assert model.vit(pixels, tokens_to_keep=1).last_hidden_state.shape == (4, 1, 32)
+
+    def gradients(**kwargs):
+        model.zero_grad()
+        model.train()(pixels, labels=labels, **kwargs).loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    full = gradients(output_hidden_states=True)
+    for name, grad in gradients().items():
+        torch.testing.assert_close(grad, full[name], msg=name)
+    assert build(pooling="mean").tokens_read_by_heads() is None

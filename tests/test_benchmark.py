@@ -1,0 +1,66 @@
+"""The benchmark end to end on the smallest preset: its output format and the weight copying, not its speed."""
+
+import json
+import statistics
+
+import pytest
+import torch
+
+from hf_vit.benchmark import CONTENDERS, MATMUL, MODES, Settings, main, measure_memory
+
+pytest.importorskip("timm")
+
+TINY = ["--preset", "vit-digits-patch2-8", "--batch-size", "4", "--repeats", "2", "--warmup", "1", "--threads", "1"]
+
+
+def test_benchmark_runs_every_contender_with_the_same_weights(tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    assert main([*TINY, "--no-memory", "--json", str(report_path)]) == 0
+    table = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+
+    results = report["results"]
+    assert [(r["mode"], r["contender"]) for r in results] == [
+        (mode, name) for mode in MODES for name in (*CONTENDERS, MATMUL)
+    ]
+    for r in results:
+        if r["contender"] == MATMUL:
+            assert r["flops_per_s"] > 0
+            continue
+        # The run itself refuses to time contenders whose logits differ; this is the record of that check.
+        assert r["max_logit_difference"] <= 1e-4
+        assert r["images_per_s"] > 0 and len(r["seconds"]) == 2
+        step_flops = report["flops_per_image"] * 4 * (3 if r["mode"] == "training" else 1)
+        assert r["flops_per_s"] == pytest.approx(step_flops / statistics.median(r["seconds"]))
+        assert 0 < r["matmul_fraction"]
+        hf_vit = next(x for x in results if x["mode"] == r["mode"] and x["contender"] == "hf_vit")
+        assert r["hf_vit_ratio"] == pytest.approx(hf_vit["images_per_s"] / r["images_per_s"])
+        assert r["peak_memory_mib"] is None  # --no-memory
+
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("vit-digits-patch2-8, batch 4, cpu, float32, eager")
+    assert lines[2].startswith("| mode | contender | images/s | hf_vit / this |")
+    assert len(lines) == 4 + len(results)
+    assert "| training | transformers-sdpa |" in table and "(matmul rate)" in table
+
+
+def test_peak_memory_of_a_training_step_is_measured_in_a_fresh_process():
+    settings = Settings(preset="vit-digits-patch2-8", batch_size=64, warmup=1, threads=1)
+    activations = measure_memory("hf_vit", "training", settings)
+    # 4 layers x 64 images x 17 tokens x (8 x 128 + 2 x 256) floats saved for backward: about 27 MiB, plus gradients.
+    assert 5 < activations < 500
+
+
+def test_training_step_trains_every_contender():
+    """The timed training step changes the weights of every contender alike (it is a real optimizer step)."""
+    from hf_vit.benchmark import benchmark_config, build_contenders, inputs, make_step, reference_model
+
+    settings = Settings(preset="vit-digits-patch2-8", batch_size=4)
+    config = benchmark_config(settings.preset, settings.num_labels)
+    contenders = build_contenders(reference_model(config, 0), ["hf_vit", "timm"], "unused")
+    pixels, labels = inputs(config, settings)
+    for name, module in contenders.items():
+        before = module.state_dict()["classifier.weight" if name == "hf_vit" else "head.weight"].clone()
+        make_step(module.train(), "training", settings, pixels, labels)()
+        after = module.state_dict()["classifier.weight" if name == "hf_vit" else "head.weight"]
+        assert not torch.equal(before, after), name
