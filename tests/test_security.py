@@ -85,4 +85,3 @@ def test_no_unsafe_deserialisation_in_the_package():
                 if not (isinstance(flag, ast.Constant) and flag.value is False):
                     offences.append(f"{path.name}:{call.lineno} loads with trust_remote_code (runs the repo's code)")
     assert not offences, "\n".join(offences)
-
