@@ -14,7 +14,8 @@ from .data import FASHION_MNIST_HUB_ID
 from .flops import count_parameters
 from .info import device_description
 
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
+# A link to model_cards/template.md in the repository; a regular file in an installed wheel.
+TEMPLATE_PATH = Path(__file__).parent / "model_card_template.md"
 METRIC_NAMES = {"accuracy": "Accuracy", "top5_accuracy": "Top-5 accuracy", "macro_f1": "Macro F1"}
 DATASET_DESCRIPTIONS = {
     "digits": "scikit-learn's `load_digits`: 1,797 grayscale 8x8 images of handwritten digits (UCI ML hand-written "
@@ -113,11 +114,10 @@ def retarget_card(card: ModelCard, model_id: str) -> ModelCard:
 
 
 def require_template() -> None:
-    """The card template lives in the repository's model_cards/ (an editable install reads it there); checked
-    before training starts, so that a run never ends without its card."""
+    """Checked before training starts, so that a run never ends without its card."""
     if not TEMPLATE_PATH.is_file():
         raise FileNotFoundError(
-            f"Model card template {TEMPLATE_PATH} is missing; install hf_vit from its repository (pip install -e .)."
+            f"Model card template {TEMPLATE_PATH} is missing; reinstall hf_vit (pip install -e . from its repository)."
         )
 
 
