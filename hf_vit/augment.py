@@ -52,7 +52,7 @@ def build_train_transform(processor: ViTImageProcessor, args: AugmentationArgume
     size, normalize = _size_and_normalize(processor)
     steps = [v2.ToImage(), v2.RGB()]
     if args.random_crop and min(size) < SMALL_IMAGE_SIDE:
-        # Pad by an eighth of the side (4 px at 32, 1 px at 8) with edge pixels, then crop back at random.
+        # Pad by an eighth of the side (4 px at 32, 1 px at 8) with black pixels, then crop back at random.
         steps += [v2.Resize(size, antialias=True), v2.RandomCrop(size, padding=max(1, min(size) // 8), fill=0)]
     elif args.random_crop:
         steps.append(v2.RandomResizedCrop(size, scale=(args.crop_scale_min, 1.0), antialias=True))

@@ -173,8 +173,8 @@ def _load_tensor_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def _vit_config(**fields) -> HfViTConfig:
     labels = fields.pop("id2label", None)
     if labels:
+        # label2id follows from id2label in HfViTConfig itself.
         fields["id2label"] = {int(i): str(name) for i, name in labels.items()}
-        fields["label2id"] = {name: i for i, name in fields["id2label"].items()}
     return HfViTConfig(**fields)
 
 
