@@ -73,8 +73,12 @@ def push_model(
         raise PushError(f"--model {folder}: no such folder.")
     files = files_to_upload(folder)
     card = checked_model_card(folder, repo_id)
-    operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files]
-    operations = [op for op in operations if op.path_in_repo != "README.md"]
+    # The card goes up as checked and pointed at repo_id, not as the file on disk.
+    operations = [
+        CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path))
+        for path in files
+        if path.name != "README.md"
+    ]
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode("utf-8")))
     api = HfApi(token=token)
     try:
