@@ -8,6 +8,7 @@ from torchvision.transforms import InterpolationMode, v2
 from transformers import ViTImageProcessor
 
 from .data import IMAGE_COLUMN, LABEL_COLUMN
+from .images import to_rgb
 
 # Below this side length, RandomResizedCrop throws away too much of a tiny image: pad and crop instead (CIFAR style).
 SMALL_IMAGE_SIDE = 64
@@ -48,9 +49,9 @@ def _size_and_normalize(processor: ViTImageProcessor) -> tuple[tuple[int, int], 
 
 
 def build_train_transform(processor: ViTImageProcessor, args: AugmentationArguments) -> v2.Compose:
-    """PIL image -> augmented, normalised float tensor [3, H, W] at the processor's size."""
+    """PIL image of any mode and size -> augmented, normalised float tensor [3, H, W] at the processor's size."""
     size, normalize = _size_and_normalize(processor)
-    steps = [v2.ToImage(), v2.RGB()]
+    steps = [to_rgb, v2.ToImage()]  # to_rgb, as in evaluation and prediction: the same pixels for every mode
     if args.random_crop and min(size) < SMALL_IMAGE_SIDE:
         # Pad by an eighth of the side (4 px at 32, 1 px at 8) with black pixels, then crop back at random.
         steps += [v2.Resize(size, antialias=True), v2.RandomCrop(size, padding=max(1, min(size) // 8), fill=0)]
@@ -88,7 +89,9 @@ def eval_transform_fn(processor: ViTImageProcessor):
     what users of the model folder (and `pipeline`) get."""
 
     def apply(batch):
-        pixel_values = processor(batch[IMAGE_COLUMN], return_tensors="pt")["pixel_values"]
+        # to_rgb first, as in training and `hf-vit predict`: the processor's own RGB conversion clips 16-bit images.
+        images = [to_rgb(image) for image in batch[IMAGE_COLUMN]]
+        pixel_values = processor(images, return_tensors="pt")["pixel_values"]
         return {"pixel_values": list(pixel_values), "labels": batch[LABEL_COLUMN]}
 
     return apply

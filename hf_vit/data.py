@@ -1,16 +1,20 @@
 """Image classification data sets as `datasets.DatasetDict`s with an `image` (Image()) and a `label` (ClassLabel)
 column and the splits train / validation / test, whatever their source: scikit-learn's digits, Fashion-MNIST IDX
-files, a Hub dataset id, or a local folder (class sub-folders, or Hub-style data files)."""
+files, a Hub dataset id, or a local folder (class sub-folders, or Hub-style data files); and the checks that refuse
+unusable images and labels before a run starts."""
 
 import gzip
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset
 from PIL import Image as PILImage
 from tqdm.auto import tqdm
+
+from .images import to_rgb
 
 BUILTIN_DATASETS = ("digits", "fashion_mnist")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -20,6 +24,10 @@ FASHION_MNIST_LABELS = [
 ]  # fmt: skip
 IMAGE_COLUMN = "image"
 LABEL_COLUMN = "label"
+# Bad images or labels named one by one in a message; the rest are counted.
+EXAMPLES_SHOWN = 10
+
+logger = logging.getLogger("hf_vit")
 
 
 @dataclass
@@ -60,6 +68,13 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training images."})
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Keep the first N validation and test images."}
+    )
+    skip_bad_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out unusable images (corrupt, truncated, not an image, 'I'/'F' values out of range) and "
+            "report how many; by default the run stops before training and names them."
+        },
     )
 
     def __post_init__(self):
@@ -161,28 +176,169 @@ def _pick_column(dataset: Dataset, wanted: str | None, kind: type, fallbacks: tu
     typed = [name for name, feature in dataset.features.items() if isinstance(feature, kind)]
     named = [name for name in fallbacks if name in columns]
     if not typed + named:
-        raise ValueError(f"No {kind.__name__} column found among {columns}; name the column with {option}.")
+        raise ValueError(
+            f"No {kind.__name__} column, nor one named {' or '.join(map(repr, fallbacks))}, among {columns}; "
+            f"name the column with {option}."
+        )
     return (typed + named)[0]
 
 
+def _rows_and_values(pairs: list[tuple[int, object]]) -> str:
+    shown = ", ".join(f"{value!r} at row {row}" for row, value in pairs[:EXAMPLES_SHOWN])
+    return shown + (f", and {len(pairs) - EXAMPLES_SHOWN} more" if len(pairs) > EXAMPLES_SHOWN else "")
+
+
+def _is_integer(feature) -> bool:
+    return isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))
+
+
+def _checked_label_values(dataset: DatasetDict, label_column: str) -> dict[str, list]:
+    """The `label` values of every split, refused when a value is missing, a ClassLabel value lies outside
+    0..num_classes-1 (datasets writes -1 for "no label"), an integer label is negative, or splits disagree on the
+    ClassLabel. `label_column` is the user's name of the column, for the messages."""
+    first = next(iter(dataset))
+    label_feature = dataset[first].features[LABEL_COLUMN]
+    labels = {name: split.select_columns([LABEL_COLUMN])[:][LABEL_COLUMN] for name, split in dataset.items()}
+    for name, values in labels.items():
+        feature = dataset[name].features[LABEL_COLUMN]
+        if feature != label_feature and ClassLabel in (type(feature), type(label_feature)):
+            raise ValueError(
+                f"Column {label_column!r} is {feature} in split {name!r} but {label_feature} in split {first!r}: "
+                "label ids would mean different classes. Give every split the same label feature (`cast_column`)."
+            )
+        unlabelled = [(row, value) for row, value in enumerate(values) if value is None]
+        if unlabelled:
+            raise ValueError(
+                f"Split {name!r} has {len(unlabelled)} image(s) without a label in column {label_column!r} "
+                f"({_rows_and_values(unlabelled)}); label them or remove those rows."
+            )
+        if isinstance(label_feature, ClassLabel):
+            outside = [(row, value) for row, value in enumerate(values) if not 0 <= value < label_feature.num_classes]
+            if outside:
+                no_label = " (-1 is datasets' 'no label': these images are unlabelled)" if -1 in values else ""
+                raise ValueError(
+                    f"Split {name!r} has {len(outside)} label(s) in column {label_column!r} outside its ClassLabel's "
+                    f"0..{label_feature.num_classes - 1} ({_rows_and_values(outside)}){no_label}. Train and evaluate "
+                    "on labelled splits (--train_split, --eval_split, --test_split) or remove those rows."
+                )
+        elif _is_integer(label_feature):
+            negative = [(row, value) for row, value in enumerate(values) if value < 0]
+            if negative:
+                raise ValueError(
+                    f"Split {name!r} has {len(negative)} negative integer label(s) in column {label_column!r} "
+                    f"({_rows_and_values(negative)}); datasets writes -1 for 'no label'. Remove those rows or pick "
+                    "labelled splits (--train_split, --eval_split, --test_split); if a negative number is a real "
+                    "class, cast the column to strings."
+                )
+    return labels
+
+
 def standardize_columns(dataset: DatasetDict, args: DataArguments) -> DatasetDict:
-    """Keep only `image` (Image()) and `label` (ClassLabel); string or integer labels become a ClassLabel."""
-    first = next(iter(dataset.values()))
-    image_column = _pick_column(first, args.image_column, Image, ("image", "img"), "--image_column")
-    label_column = _pick_column(first, args.label_column, ClassLabel, ("label", "labels"), "--label_column")
+    """Keep only `image` (Image()) and `label` (ClassLabel); string or integer labels become a ClassLabel (names
+    sorted; integers by value, so that 10 follows 9). Labels are checked (`_checked_label_values`), and a set needs
+    two classes or more."""
+    first = next(iter(dataset))
+    image_column = _pick_column(dataset[first], args.image_column, Image, ("image", "img"), "--image_column")
+    label_column = _pick_column(dataset[first], args.label_column, ClassLabel, ("label", "labels"), "--label_column")
+    for name, split in dataset.items():
+        missing = [column for column in (image_column, label_column) if column not in split.column_names]
+        if missing:
+            raise ValueError(
+                f"Split {name!r} has no column {missing[0]!r} (split {first!r} has); its columns are "
+                f"{split.column_names}. Give every split the same columns, or pick other splits with --train_split, "
+                "--eval_split, --test_split."
+            )
     dataset = dataset.select_columns([image_column, label_column])
     if image_column != IMAGE_COLUMN:
         dataset = dataset.rename_column(image_column, IMAGE_COLUMN)
     if label_column != LABEL_COLUMN:
         dataset = dataset.rename_column(label_column, LABEL_COLUMN)
-    if not isinstance(dataset[next(iter(dataset))].features[IMAGE_COLUMN], Image):
+    if not isinstance(dataset[first].features[IMAGE_COLUMN], Image):
         dataset = dataset.cast_column(IMAGE_COLUMN, Image())
-    if not isinstance(dataset[next(iter(dataset))].features[LABEL_COLUMN], ClassLabel):
-        # Names sorted across all splits, so that every split shares one id per label.
-        names = sorted({str(value) for split in dataset.values() for value in split[LABEL_COLUMN]})
+    labels = _checked_label_values(dataset, label_column)
+    label_feature = dataset[first].features[LABEL_COLUMN]
+    if not isinstance(label_feature, ClassLabel):
+        # Names from every split, so that every split shares one id per label.
+        values = {value for split_values in labels.values() for value in split_values}
+        if _is_integer(label_feature):
+            names = [str(value) for value in sorted(values)]
+        else:
+            names = sorted({str(value) for value in values})
         dataset = dataset.map(lambda batch: {LABEL_COLUMN: [str(v) for v in batch[LABEL_COLUMN]]}, batched=True)
         dataset = dataset.cast_column(LABEL_COLUMN, ClassLabel(names=names))
+    names = dataset[first].features[LABEL_COLUMN].names
+    if len(names) < 2:
+        raise ValueError(
+            f"Column {label_column!r} has {len(names)} class(es) {names}; classification needs two or more. Check "
+            "--label_column, or add images of the other classes."
+        )
     return dataset
+
+
+def _image_problem(decoder: Image, entry: dict, where: str) -> str | None:
+    """What is wrong with one image entry ({"bytes", "path"}) of a set, or None when training can use it."""
+    try:
+        image = decoder.decode_example(entry)
+    # PIL's decoders raise many types on a malformed file (OSError, SyntaxError, struct.error, ...).
+    except Exception as error:
+        return f"{where}: cannot be decoded ({type(error).__name__}: {error})"
+    try:
+        to_rgb(image, source=where)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def find_bad_images(split: Dataset, split_name: str) -> list[tuple[int, str]]:
+    """(row, what is wrong) of every image of `split` that training could not use: a corrupt, truncated or non-image
+    file, or one `to_rgb` refuses. Every image is decoded in full, as training decodes it (datasets' Image(): PIL's
+    `open` and then `load`, which reads every pixel; `Image.verify()` alone misses truncated JPEGs)."""
+    decoder = Image()
+    entries = split.select_columns([IMAGE_COLUMN]).cast_column(IMAGE_COLUMN, Image(decode=False))
+    problems = []
+    row = 0
+    with tqdm(total=len(entries), desc=f"checking images ({split_name})", unit="img") as progress:
+        for batch in entries.iter(batch_size=1000):
+            for entry in batch[IMAGE_COLUMN]:
+                where = f"split {split_name!r}, row {row}"
+                problem = _image_problem(decoder, entry, f"{entry['path']} ({where})" if entry["path"] else where)
+                if problem is not None:
+                    problems.append((row, problem))
+                row += 1
+            progress.update(len(batch[IMAGE_COLUMN]))
+    return problems
+
+
+def _listing(problems: list[str]) -> str:
+    lines = problems[:EXAMPLES_SHOWN]
+    if len(problems) > EXAMPLES_SHOWN:
+        lines.append(f"... and {len(problems) - EXAMPLES_SHOWN} more")
+    return "\n".join(f"  {line}" for line in lines)
+
+
+def drop_or_refuse_bad_images(dataset: DatasetDict, skip_bad_images: bool) -> tuple[DatasetDict, dict[str, int]]:
+    """Every split's images checked with `find_bad_images`: any unusable image is a ValueError naming each (its path,
+    or its split and row), unless `skip_bad_images`, which leaves them out, logs them and counts them per split."""
+    problems = {name: find_bad_images(split, name) for name, split in dataset.items()}
+    every_problem = [problem for found in problems.values() for _, problem in found]
+    if every_problem and not skip_bad_images:
+        raise ValueError(
+            f"{len(every_problem)} image(s) cannot be used:\n{_listing(every_problem)}\nFix or remove these files, "
+            "or pass --skip_bad_images to leave them out (the run then reports how many it left out)."
+        )
+    kept = {}
+    for name, split in dataset.items():
+        bad_rows = {row for row, _ in problems[name]}
+        listing = _listing([problem for _, problem in problems[name]])
+        if bad_rows and len(bad_rows) == len(split):
+            raise ValueError(f"All {len(split)} images of split {name!r} are unusable; fix the files:\n{listing}")
+        if bad_rows:
+            logger.warning(
+                f"--skip_bad_images: left out {len(bad_rows)} of {len(split)} images of split {name!r}:\n{listing}"
+            )
+            split = split.select([row for row in range(len(split)) if row not in bad_rows])
+        kept[name] = split
+    return DatasetDict(kept), {name: len(found) for name, found in problems.items()}
 
 
 def _carve(dataset: Dataset, fraction: float, seed: int, name: str) -> tuple[Dataset, Dataset]:
@@ -196,36 +352,72 @@ def _carve(dataset: Dataset, fraction: float, seed: int, name: str) -> tuple[Dat
     return parts["train"], parts["test"]
 
 
-def prepare_splits(raw: DatasetDict, args: DataArguments) -> DatasetDict:
-    """train / validation / test: the set's own splits where it has them, else seeded stratified carves."""
+def prepare_splits(
+    raw: DatasetDict, args: DataArguments, check_images: bool = True
+) -> tuple[DatasetDict, dict[str, int]]:
+    """train / validation / test: the set's own splits where it has them, else seeded stratified carves; and the
+    number of unusable images `--skip_bad_images` left out of each of the set's splits (empty without the check).
+    Labels and images are checked before carving, so that a bad input stops the run before any training."""
     if args.train_split not in raw:
         raise ValueError(f"--train_split {args.train_split!r} is not a split of the set; its splits are {list(raw)}.")
     for option, name in (("--eval_split", args.eval_split), ("--test_split", args.test_split)):
         if name is not None and name not in raw:
             raise ValueError(f"{option} {name!r} is not a split of the set; its splits are {list(raw)}.")
-    raw = standardize_columns(raw, args)
-    train = raw[args.train_split]
     test_split = args.test_split or ("test" if "test" in raw else None)
     eval_split = args.eval_split or ("validation" if "validation" in raw else None)
+    # Only the splits the run uses are read and checked: a split it does not use (unlabelled, say) costs nothing.
+    used_names = dict.fromkeys(name for name in (args.train_split, eval_split, test_split) if name is not None)
+    for name in used_names:
+        if len(raw[name]) == 0:
+            raise ValueError(
+                f"Split {name!r} of the set has no images; pick another with --train_split, --eval_split or "
+                "--test_split."
+            )
+    used = standardize_columns(DatasetDict({name: raw[name] for name in used_names}), args)
+    skipped = {}
+    if check_images:
+        used, skipped = drop_or_refuse_bad_images(used, args.skip_bad_images)
+    train = used[args.train_split]
     if test_split is None:
         train, test = _carve(train, args.test_fraction, args.split_seed, "test")
     else:
-        test = raw[test_split]
+        test = used[test_split]
     if eval_split is None:
         train, validation = _carve(train, args.validation_fraction, args.split_seed, "validation")
     else:
-        validation = raw[eval_split]
+        validation = used[eval_split]
     if args.max_train_samples:
         train = train.select(range(min(args.max_train_samples, len(train))))
     if args.max_eval_samples:
         validation = validation.select(range(min(args.max_eval_samples, len(validation))))
         test = test.select(range(min(args.max_eval_samples, len(test))))
-    return DatasetDict({"train": train, "validation": validation, "test": test})
+    train_classes = set(train.select_columns([LABEL_COLUMN])[:][LABEL_COLUMN])
+    if len(train_classes) < 2:
+        only = train.features[LABEL_COLUMN].names[train_classes.pop()]
+        hint = (
+            " (--max_train_samples keeps the first N; the set may be sorted by class)" if args.max_train_samples else ""
+        )
+        raise ValueError(
+            f"All {len(train)} training images are of class {only!r}{hint}; a classifier needs images of two or "
+            "more classes. Use more of the set or a split with several classes."
+        )
+    return DatasetDict({"train": train, "validation": validation, "test": test}), skipped
+
+
+def load_image_dataset_with_skip_counts(
+    args: DataArguments, raw: DatasetDict | None = None
+) -> tuple[DatasetDict, dict[str, int]]:
+    """`load_image_dataset`, and the number of unusable images `--skip_bad_images` left out of each of the set's
+    splits. The built-in sets skip the image check: hf_vit builds their images itself, in memory, from arrays of
+    bytes, so none can be unreadable. A `raw` set given in memory is checked like any other."""
+    if raw is not None:
+        return prepare_splits(raw, args)
+    return prepare_splits(load_raw_dataset(args), args, check_images=args.dataset not in BUILTIN_DATASETS)
 
 
 def load_image_dataset(args: DataArguments, raw: DatasetDict | None = None) -> DatasetDict:
     """`args.dataset` (or the given in-memory `raw` set) as train / validation / test with `image` and `label`."""
-    return prepare_splits(load_raw_dataset(args) if raw is None else raw, args)
+    return load_image_dataset_with_skip_counts(args, raw)[0]
 
 
 def dataset_slug(name: str) -> str:

@@ -10,7 +10,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTImageP
 from transformers.utils import logging
 
 from .augment import collate, eval_transform_fn
-from .data import LABEL_COLUMN, DataArguments, load_image_dataset
+from .data import LABEL_COLUMN, DataArguments, load_image_dataset_with_skip_counts
 from .modeling_hf_vit import HfViTForImageClassification
 from .training import build_compute_metrics
 
@@ -38,7 +38,7 @@ def align_labels(dataset, model_label2id: dict[str, int], model: str):
 
 
 def evaluate_model(args: EvaluateArguments, data_args: DataArguments, raw_dataset=None) -> dict[str, float]:
-    splits = load_image_dataset(data_args, raw_dataset)
+    splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)
     if args.split not in splits:
         raise ValueError(f"--split {args.split!r} must be one of {list(splits)}.")
     model = HfViTForImageClassification.from_pretrained(args.model)
@@ -58,7 +58,11 @@ def evaluate_model(args: EvaluateArguments, data_args: DataArguments, raw_datase
         compute_metrics=build_compute_metrics(model.config.num_labels),
     )
     metrics = trainer.evaluate(dataset.with_transform(eval_transform_fn(processor)), metric_key_prefix=args.split)
-    return {**metrics, f"{args.split}_samples": len(dataset)}
+    metrics[f"{args.split}_samples"] = len(dataset)
+    if data_args.skip_bad_images:
+        # Counted over the set's own splits, before validation and test are carved from train where they are.
+        metrics["skipped_bad_images"] = sum(skipped_bad_images.values())
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:

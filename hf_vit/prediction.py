@@ -8,13 +8,17 @@ from pathlib import Path
 
 from transformers import AutoImageProcessor, pipeline
 
+from .images import read_image_file
 from .modeling_hf_vit import HfViTForImageClassification
 
 
 def predict(model: str, images: list[str], top_k: int = 5) -> list[list[dict]]:
+    """Top-k labels and scores per image file. Files are decoded and converted as in training (`read_image_file`:
+    any PIL mode, 16-bit gray scaled to 8 bits), all before the model loads, so that a bad file fails fast."""
     missing = [image for image in images if not Path(image).is_file()]
     if missing:
         raise FileNotFoundError(f"Image files not found: {missing}; give paths of existing image files.")
+    pictures = [read_image_file(image) for image in images]
     # hf_vit's own classes, not the folder's code files: predicting never runs code that came with a checkpoint.
     classifier = pipeline(
         "image-classification",
@@ -22,7 +26,7 @@ def predict(model: str, images: list[str], top_k: int = 5) -> list[list[dict]]:
         image_processor=AutoImageProcessor.from_pretrained(model),
     )
     top_k = min(top_k, classifier.model.config.num_labels)
-    return [classifier(image, top_k=top_k) for image in images]
+    return [classifier(picture, top_k=top_k) for picture in pictures]
 
 
 def main(argv: list[str] | None = None) -> int:

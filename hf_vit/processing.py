@@ -1,7 +1,10 @@
 """Image preprocessing settings saved beside every model, and the one function that writes a model folder."""
 
+import fnmatch
 import math
 import os
+import shutil
+from pathlib import Path
 
 from transformers import BitImageProcessor, ViTImageProcessor
 from transformers.image_utils import PILImageResampling
@@ -70,8 +73,68 @@ def build_timm_eval_processor(
     )
 
 
-def save_model_folder(model, image_processor: ViTImageProcessor, output_dir: str | os.PathLike) -> None:
-    """Write a complete model folder: model.safetensors, config.json with auto_map, the two code files and
-    preprocessor_config.json. Everything hf_vit saves goes through here."""
-    model.save_pretrained(output_dir)
-    image_processor.save_pretrained(output_dir)
+# A save is written here first, inside the target (same filesystem, so that moving files in is a rename).
+STAGING_DIR_NAME = ".hf_vit-saving"
+# Files that make `from_pretrained` load weights: the single file or the index of shards, and the shards; the legacy
+# pickle names too, because transformers falls back to them when model.safetensors is absent.
+WEIGHTS_ENTRY_POINTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                        "pytorch_model.bin.index.json")  # fmt: skip
+WEIGHTS_SHARDS = ("model-*-of-*.safetensors", "pytorch_model-*-of-*.bin")
+
+
+def _is_weights_file(name: str) -> bool:
+    return name in WEIGHTS_ENTRY_POINTS or any(fnmatch.fnmatch(name, pattern) for pattern in WEIGHTS_SHARDS)
+
+
+def _fsync(path: Path) -> None:
+    # Written data reaches the disk before the rename that publishes it, so that a power cut cannot leave a
+    # published file empty; a killed process alone would not need it (the page cache survives it).
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def save_model_folder(
+    model, image_processor: ViTImageProcessor, output_dir: str | os.PathLike, extra_files: dict[str, str] | None = None
+) -> None:
+    """Write a complete model folder: model.safetensors, config.json with auto_map, the two code files,
+    preprocessor_config.json, and `extra_files` (name -> text, e.g. the model card). Everything hf_vit saves goes
+    through here.
+
+    Interrupted at any moment (killed, disk full), the folder is either the old complete folder, or a folder without
+    weights (which `from_pretrained` refuses with an error), or the new complete folder; never new files with old
+    weights or the reverse. Everything is written into a staging folder first; then the old weights are deleted, the
+    other files moved in, and the weights moved in last. Other files in the folder (checkpoints, results) stay."""
+    target = Path(output_dir)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} is a file, not a folder: save the model to another path.")
+    staging = target / STAGING_DIR_NAME
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted save left
+    staging.mkdir()
+    try:
+        model.save_pretrained(staging)
+        image_processor.save_pretrained(staging)
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
+        staged = sorted(path.name for path in staging.iterdir())
+        for name in staged:
+            _fsync(staging / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # e.g. a full disk: give the space back; the old folder is whole
+        raise
+    # The entry points go first, so that from here on the folder loads nothing until the new weights are in.
+    old_weights = sorted((path.name for path in target.iterdir() if _is_weights_file(path.name)),
+                         key=lambda name: name not in WEIGHTS_ENTRY_POINTS)  # fmt: skip
+    for name in old_weights:
+        (target / name).unlink()
+    entry_points = [name for name in staged if name in WEIGHTS_ENTRY_POINTS]
+    for name in [name for name in staged if name not in entry_points] + entry_points:
+        os.replace(staging / name, target / name)
+    try:
+        _fsync(target)  # the renames themselves
+    except OSError:
+        pass  # some filesystems cannot sync a directory; the folder is complete either way
+    staging.rmdir()

@@ -17,12 +17,21 @@ from transformers.utils import logging
 
 from .augment import AugmentationArguments, MixingCollator, collate, eval_transform_fn, train_transform_fn
 from .configuration_hf_vit import PRESETS, HfViTConfig
-from .data import DataArguments, dataset_slug, load_image_dataset
+from .data import DataArguments, dataset_slug, load_image_dataset_with_skip_counts
 from .hub import push_model
 from .metrics import load_metric
 from .model_card import build_model_card, require_template
 from .modeling_hf_vit import HfViTForImageClassification
 from .plots import plot_confusion_matrix, plot_training_curves
+from .preflight import (
+    TRAINER_STATE_FILE,
+    check_free_space,
+    check_output_dir_writable,
+    check_resume_learning_rate,
+    last_complete_checkpoint,
+    resolve_resume_checkpoint,
+    warn_if_resume_is_not_exact,
+)
 from .processing import build_image_processor, save_model_folder
 
 logger = logging.get_logger("hf_vit")
@@ -42,6 +51,13 @@ class ModelArguments:
     config_overrides: str | None = field(
         default=None,
         metadata={"help": "Config fields to override, e.g. 'hidden_size=64,num_hidden_layers=2,drop_path_rate=0.1'."},
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={
+            "help": "Fine-tune a checkpoint whose classification head has another number of labels than the data "
+            "set: its head is re-initialised for the data set's labels (without it, a different count is an error)."
+        },
     )
 
     def __post_init__(self):
@@ -163,23 +179,23 @@ def parse_overrides(text: str | None) -> dict:
     return overrides
 
 
-def build_model(
-    model_args: ModelArguments, label_names: list[str]
-) -> tuple[HfViTForImageClassification, ViTImageProcessor]:
-    """A fresh model from a preset, or a checkpoint whose head is re-initialised when the label count differs."""
+def _label_fields(label_names: list[str]) -> dict:
     id2label = dict(enumerate(label_names))
-    label2id = {name: index for index, name in id2label.items()}
-    labels = {
+    return {
         "id2label": id2label,  # num_labels follows from it
-        "label2id": label2id,
+        "label2id": {name: index for index, name in id2label.items()},
         # Explicit, so that MixUp/CutMix soft targets [B, C] go through the cross-entropy loss.
         "problem_type": "single_label_classification",
     }
+
+
+def build_config(model_args: ModelArguments, label_names: list[str]) -> HfViTConfig:
+    """The config of the model to train, without building the model: the preset's, or the checkpoint's, with the
+    data set's labels and --config_overrides. A checkpoint whose head has another label count is an error unless
+    --ignore_mismatched_sizes (transformers' convention)."""
     overrides = parse_overrides(model_args.config_overrides)
     if model_args.model_name_or_path is None:
-        config = HfViTConfig.from_preset(model_args.preset, **overrides, **labels)
-        model = HfViTForImageClassification(config)
-        return model, build_image_processor(config)
+        return HfViTConfig.from_preset(model_args.preset, **overrides, **_label_fields(label_names))
     source = model_args.model_name_or_path
     try:
         base_config = HfViTConfig.from_pretrained(source)
@@ -189,13 +205,42 @@ def build_model(
             "written by `hf-vit train` or `hf-vit convert`, or a Hub repo id (online)."
         ) from error
     if base_config.num_labels != len(label_names):
+        if not model_args.ignore_mismatched_sizes:
+            raise ValueError(
+                f"--model_name_or_path {source!r} has a classification head for {base_config.num_labels} labels, "
+                f"the data set has {len(label_names)} labels. Pass --ignore_mismatched_sizes True to fine-tune it "
+                "with a new, re-initialised head for the data set's labels, or train on a set with the checkpoint's "
+                "labels."
+            )
         logger.warning(
-            f"{source} has {base_config.num_labels} labels and the data set {len(label_names)}: the classification "
-            "head is re-initialised, every other weight is fine-tuned."
+            f"--ignore_mismatched_sizes: the classification head of {source} ({base_config.num_labels} labels) is "
+            f"re-initialised for the data set's {len(label_names)} labels; every other weight is fine-tuned."
         )
-    model = HfViTForImageClassification.from_pretrained(
-        source, **overrides, **labels, ignore_mismatched_sizes=base_config.num_labels != len(label_names)
+    return HfViTConfig.from_pretrained(source, **overrides, **_label_fields(label_names))
+
+
+def build_model(
+    model_args: ModelArguments, label_names: list[str], config: HfViTConfig | None = None
+) -> tuple[HfViTForImageClassification, ViTImageProcessor]:
+    """A fresh model from a preset, or a checkpoint (see `build_config`); `config` is `build_config`'s result when
+    the caller has it already."""
+    config = config or build_config(model_args, label_names)
+    source = model_args.model_name_or_path
+    if source is None:
+        return HfViTForImageClassification(config), build_image_processor(config)
+    head_is_new = HfViTConfig.from_pretrained(source).num_labels != config.num_labels
+    model, loading_info = HfViTForImageClassification.from_pretrained(
+        source, config=config, ignore_mismatched_sizes=head_is_new, output_loading_info=True
     )
+    # ignore_mismatched_sizes would re-initialise any weight whose shape changed (e.g. position embeddings after
+    # an image_size override): only the head may be new.
+    body = sorted(key for key, *_ in loading_info["mismatched_keys"] if not key.startswith("classifier."))
+    if body:
+        raise ValueError(
+            f"--model_name_or_path {source!r}: weights {', '.join(body[:6])} do not fit the configured shapes "
+            f"(--config_overrides {model_args.config_overrides!r}?). Only the classification head can be "
+            "re-initialised; drop the overrides that change the body's shapes."
+        )
     try:
         processor = ViTImageProcessor.from_pretrained(source)
     except OSError:
@@ -221,13 +266,18 @@ def build_compute_metrics(num_labels: int):
     return compute_metrics
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; training stopped before the optimizer step of that batch."""
+
+
 class ImageClassificationTrainer(Trainer):
     """Trainer whose training batches go through their own collator (MixUp/CutMix), while evaluation batches keep
-    their integer labels."""
+    their integer labels; that stops at a non-finite loss; and that resumes only from complete checkpoints."""
 
     def __init__(self, *args, train_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_data_collator = train_data_collator or self.data_collator
+        self.resumed_from: str | None = None
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
                     revision: str | None = None, **kwargs) -> str | None:  # fmt: skip
@@ -246,24 +296,96 @@ class ImageClassificationTrainer(Trainer):
         finally:
             self.data_collator = eval_collator
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
+        self.resumed_from = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        check_resume_learning_rate(self.resumed_from, self.args)
+        return super().train(resume_from_checkpoint=self.resumed_from, trial=trial, **kwargs)
 
-def run_training(
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        """Trainer's step (forward and backward), then a stop at a NaN or infinite loss, before the optimizer step
+        of the batch: Trainer's own `logging_nan_inf_filter` would only leave the loss out of the logs and step on.
+        Trainer turns this loss into a Python bool right after anyway (that filter), so the check adds no device
+        sync; with several processes the losses are gathered so that every process stops at the same step."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        losses = loss.detach().reshape(1)
+        if self.accelerator.num_processes > 1:
+            losses = self.accelerator.gather(losses)
+        if not torch.isfinite(losses).all():
+            raise NonFiniteLossError(self._non_finite_loss_message(losses))
+        return loss
+
+    def _non_finite_loss_message(self, losses: torch.Tensor) -> str:
+        args = self.args
+        values = ", ".join(f"{value:g}" for value in losses.float().tolist())
+        precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "float32"
+        clipping = (
+            f"a smaller --max_grad_norm (now {args.max_grad_norm:g})"
+            if args.max_grad_norm and args.max_grad_norm > 0
+            else "--max_grad_norm 1.0 (gradient clipping is off)"
+        )
+        message = (
+            f"Training stopped at step {self.state.global_step + 1} (epoch {self.state.epoch or 0:.2f}): the loss is "
+            f"{values}, not a finite number. The optimizer step of this batch was not taken. Likely fixes: a lower "
+            f"--learning_rate (now {args.learning_rate:g}; {self._get_learning_rate():g} at this step) or a longer "
+            f"--warmup_steps; {clipping}; and with --fp16 or --bf16, half-precision overflow: train in float32, or "
+            f"prefer --bf16 to --fp16 (this run: {precision})."
+        )
+        checkpoint = self._last_checkpoint()
+        if checkpoint is None:
+            return f"{message} No checkpoint was saved before this step: start the run again with the fix."
+        return (
+            f"{message} The last checkpoint saved before it, {checkpoint}, is untouched: start again with the fix, "
+            f"or continue from it with --resume_from_checkpoint {checkpoint} (with its learning rate: resuming "
+            "continues its schedule) and a gradient or precision fix."
+        )
+
+    def _last_checkpoint(self) -> Path | None:
+        candidates = [last_complete_checkpoint(Path(self.args.output_dir))]
+        candidates.append(Path(self.resumed_from) if self.resumed_from else None)
+        candidates = [path for path in candidates if path is not None]
+
+        def step(path: Path) -> int:
+            return json.loads((path / TRAINER_STATE_FILE).read_text(encoding="utf-8"))["global_step"]
+
+        return max(candidates, key=step, default=None)
+
+
+@dataclass
+class TrainingSetup:
+    """What `prepare_training` builds: the trainer, ready for `train()`, and what the steps after training need."""
+
+    trainer: ImageClassificationTrainer
+    processor: ViTImageProcessor
+    splits: DatasetDict
+    eval_sets: dict
+    label_names: list[str]
+    # Images --skip_bad_images left out of the set's splits (0 without it: then a bad image stops the run).
+    skipped_bad_images: int = 0
+
+
+def prepare_training(
     model_args: ModelArguments,
     data_args: DataArguments,
     augmentation_args: AugmentationArguments,
     training_args: TrainingArguments,
     raw_dataset: DatasetDict | None = None,
-    command: str = "hf-vit train",
-) -> dict[str, float]:
-    """Train, save the model folder, evaluate on validation and test, and write the plots and the model card.
-    `raw_dataset` (an in-memory `DatasetDict`) replaces loading `data_args.dataset`. Returns all_results."""
+) -> TrainingSetup:
+    """Everything before `trainer.train()`, cheapest checks first: the output folder is writable and the checkpoint
+    to resume from complete (before the data is loaded), the disk holds the run (before the model is built)."""
     require_template()
+    output_dir = Path(training_args.output_dir)
+    check_output_dir_writable(output_dir)
+    training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
+    check_resume_learning_rate(training_args.resume_from_checkpoint, training_args)
+    warn_if_resume_is_not_exact(training_args.resume_from_checkpoint, augmentation_args)
     set_seed(training_args.seed)
-    splits = load_image_dataset(data_args, raw_dataset)
+    splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)
     label_names = splits["train"].features["label"].names
     logger.warning(f"data: {', '.join(f'{name} {len(split)}' for name, split in splits.items())} images, "
                    f"{len(label_names)} labels")  # fmt: skip
-    model, processor = build_model(model_args, label_names)
+    config = build_config(model_args, label_names)
+    check_free_space(output_dir, config, training_args, len(splits["train"]))
+    model, processor = build_model(model_args, label_names, config)
 
     train_set = splits["train"].with_transform(train_transform_fn(processor, augmentation_args))
     eval_sets = {name: splits[name].with_transform(eval_transform_fn(processor)) for name in ("validation", "test")}
@@ -287,16 +409,33 @@ def run_training(
         train_data_collator=train_collator,
         compute_metrics=build_compute_metrics(len(label_names)),
     )
+    return TrainingSetup(trainer, processor, splits, eval_sets, label_names, sum(skipped_bad_images.values()))
+
+
+def run_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    augmentation_args: AugmentationArguments,
+    training_args: TrainingArguments,
+    raw_dataset: DatasetDict | None = None,
+    command: str = "hf-vit train",
+) -> dict[str, float]:
+    """Train, save the model folder, evaluate on validation and test, and write the plots and the model card.
+    `raw_dataset` (an in-memory `DatasetDict`) replaces loading `data_args.dataset`. Returns all_results."""
+    setup = prepare_training(model_args, data_args, augmentation_args, training_args, raw_dataset)
+    trainer = setup.trainer
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     output_dir = Path(training_args.output_dir)
-    _save_model(trainer, processor, output_dir)
+    _save_model(trainer, setup.processor, output_dir)
 
+    if data_args.skip_bad_images:
+        train_result.metrics["skipped_bad_images"] = setup.skipped_bad_images
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
-    eval_metrics = trainer.evaluate(eval_sets["validation"], metric_key_prefix="eval")
+    eval_metrics = trainer.evaluate(setup.eval_sets["validation"], metric_key_prefix="eval")
     trainer.log_metrics("eval", eval_metrics)
     trainer.save_metrics("eval", eval_metrics)
-    test_output = trainer.predict(eval_sets["test"], metric_key_prefix="test")
+    test_output = trainer.predict(setup.eval_sets["test"], metric_key_prefix="test")
     trainer.log_metrics("test", test_output.metrics)
     trainer.save_metrics("test", test_output.metrics)
     trainer.save_state()
@@ -304,7 +443,10 @@ def run_training(
     if trainer.is_world_process_zero():
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         plot_confusion_matrix(
-            test_output.label_ids, test_output.predictions.argmax(-1), label_names, output_dir / "confusion_matrix.png"
+            test_output.label_ids,
+            test_output.predictions.argmax(-1),
+            setup.label_names,
+            output_dir / "confusion_matrix.png",
         )
         results = {
             split: {key.removeprefix(f"{prefix}_"): value for key, value in metrics.items()}
@@ -315,7 +457,7 @@ def run_training(
             dataset=data_args.dataset,
             config=trainer.model.config,
             results=results,
-            split_sizes={name: len(split) for name, split in splits.items()},
+            split_sizes={name: len(split) for name, split in setup.splits.items()},
             training_args=training_args,
             augmentation_args=augmentation_args,
             train_runtime_s=train_result.metrics["train_runtime"],
@@ -355,4 +497,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["ModelArguments", "parse_args", "run_training", "build_model", "main"]
+__all__ = ["ModelArguments", "parse_args", "prepare_training", "run_training", "build_config", "build_model", "main"]

@@ -130,7 +130,7 @@ def test_imagefolder_with_string_labels_fine_tuned_with_mixing_augmentation(digi
         "--dataset", str(tmp_path / "shapes"), "--model_name_or_path", str(digits_folder),
         "--output_dir", str(output_dir), "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
         "--validation_fraction", "0.25", "--test_fraction", "0.25", "--mixup_alpha", "0.8", "--cutmix_alpha", "1.0",
-        "--auto_augment", "trivial", "--random_erasing", "0.25", *QUIET,
+        "--auto_augment", "trivial", "--random_erasing", "0.25", "--ignore_mismatched_sizes", "True", *QUIET,
     ]  # fmt: skip
     assert train_main(argv) == 0
     config = json.loads((output_dir / "config.json").read_text())

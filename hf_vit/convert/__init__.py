@@ -74,8 +74,8 @@ class Converted:
 
     def save(self, output_dir: str | os.PathLike) -> None:
         """A complete hf_vit folder (weights, config with labels, processor, code files) plus a short model card."""
-        save_model_folder(self.model, self.image_processor, output_dir)
-        Path(output_dir, "README.md").write_text(model_card(self))
+        # The card goes in with the weights, so that an interrupted save never leaves a card describing other weights.
+        save_model_folder(self.model, self.image_processor, output_dir, extra_files={"README.md": model_card(self)})
 
 
 class _Weights:
