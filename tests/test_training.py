@@ -204,6 +204,7 @@ def test_recipe_defaults_and_command_line_precedence():
     assert training_args.num_train_epochs == 2 and augmentation_args.horizontal_flip is True
     model_args, _, _, training_args = parse_args(["--dataset", "fashion_mnist", "--learning_rate=0.01"])
     assert model_args.preset == "vit-mnist-patch7-28" and training_args.learning_rate == 0.01
+    assert training_args.per_device_train_batch_size == 64 and training_args.dataloader_num_workers == 0
     assert training_args.output_dir == "outputs/fashion_mnist-vit-mnist-patch7-28"
 
 
