@@ -33,7 +33,7 @@ PRESETS: dict[str, dict] = {
     # small patches, and training from scratch then sits at chance for many epochs (measured on digits).
     "vit-digits-patch2-8": {
         "image_size": 8, "patch_size": 2, "hidden_size": 128, "num_hidden_layers": 4,
-        "num_attention_heads": 4, "intermediate_size": 256, "pooling": "mean", "drop_path_rate": 0.0,
+        "num_attention_heads": 4, "intermediate_size": 256, "pooling": "mean", "drop_path_rate": 0.05,
         "initializer_range": 0.1,
     },
     "vit-mnist-patch4-28": {
