@@ -31,6 +31,18 @@ class AugmentationArguments:
     mixup_alpha: float = field(default=0.0, metadata={"help": "MixUp's Beta(alpha, alpha); 0 turns it off."})
     cutmix_alpha: float = field(default=0.0, metadata={"help": "CutMix's Beta(alpha, alpha); 0 turns it off."})
 
+    @property
+    def is_random(self) -> bool:
+        """Whether any training transform draws random numbers; kept beside the fields, so a new one is added here."""
+        return (
+            self.random_crop
+            or self.horizontal_flip
+            or self.auto_augment != "none"
+            or self.random_erasing > 0
+            or self.mixup_alpha > 0
+            or self.cutmix_alpha > 0
+        )
+
     def __post_init__(self):
         if self.auto_augment not in ("none", "trivial", "rand"):
             raise ValueError(f"--auto_augment {self.auto_augment!r} must be 'none', 'trivial' or 'rand'.")

@@ -203,23 +203,12 @@ def check_resume_learning_rate(checkpoint: str | None, args: TrainingArguments) 
         )
 
 
-def _augmentation_is_random(args: AugmentationArguments) -> bool:
-    return (
-        args.random_crop
-        or args.horizontal_flip
-        or args.auto_augment != "none"
-        or args.random_erasing > 0
-        or args.mixup_alpha > 0
-        or args.cutmix_alpha > 0
-    )
-
-
 def warn_if_resume_is_not_exact(checkpoint: str | None, augmentation_args: AugmentationArguments) -> None:
     """Resuming from an epoch-end checkpoint repeats an uninterrupted run exactly: Trainer restores the weights,
     optimizer, scheduler and RNG states, and the seeded sampler's order follows the epoch. From a mid-epoch checkpoint
     it restores the RNG only after drawing the first resumed batches, so random augmentation draws differ from there
     on (measured: weights equal without random augmentation, different with it)."""
-    if checkpoint is None or not _augmentation_is_random(augmentation_args):
+    if checkpoint is None or not augmentation_args.is_random:
         return
     epoch = json.loads(Path(checkpoint, TRAINER_STATE_FILE).read_text(encoding="utf-8")).get("epoch") or 0
     if not float(epoch).is_integer():
