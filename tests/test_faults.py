@@ -224,6 +224,9 @@ import json, os, resource, signal, sys, time
 import torch
 from hf_vit import HfViTConfig, HfViTForImageClassification, build_image_processor, save_model_folder
 
+# One thread: GNU OpenMP's thread pool is not fork-safe, and a forked child that entered a parallel region hung in a
+# futex wait (seen once in a full-suite run). With one thread PyTorch runs its loops inline and starts no pool.
+torch.set_num_threads(1)
 target, fractions = sys.argv[1], [float(value) for value in sys.argv[2].split(",")]
 config = HfViTConfig(image_size=16, patch_size=4, hidden_size=768, num_hidden_layers=4, num_attention_heads=8,
                      intermediate_size=3072, num_labels=3)
@@ -309,7 +312,7 @@ def test_model_folder_killed_while_saving_loads_old_or_new_weights_or_refuses(tm
     fractions = "0.02,0.15,0.3,0.45,0.6,0.75,0.9"
     result = subprocess.run(
         [sys.executable, "-c", KILLED_SAVES, str(target), fractions],
-        capture_output=True, text=True, timeout=600, cwd=REPO, env=subprocess_env(),
+        capture_output=True, text=True, timeout=600, cwd=REPO, env={**subprocess_env(), "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
