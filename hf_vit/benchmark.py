@@ -55,6 +55,7 @@ class Settings:
     contenders: tuple[str, ...] = CONTENDERS
     modes: tuple[str, ...] = MODES
     memory: bool = True
+    profile: str | None = None  # append each contender's torch.profiler table (top operators) to this file
     retain_freed_memory: bool = True  # CPU: see `retain_freed_memory`
     seed: int = 0
 
@@ -202,9 +203,12 @@ def run_rounds(contenders: dict[str, torch.nn.Module], config: HfViTConfig, sett
         steps = {name: make_step(prepare(module, mode, settings), mode, settings, pixels, labels)
                  for name, module in contenders.items()}  # fmt: skip
         steps[MATMUL] = matmul
-        for step in steps.values():
+        for name, step in steps.items():
+            started = time.perf_counter()
             for _ in range(settings.warmup):
                 step()
+            synchronize(settings.device)
+            progress(f"{mode}: {name} warmed up in {time.perf_counter() - started:.1f} s (compilation included)")
         seconds: dict[str, list[float]] = {name: [] for name in steps}
         for _ in range(settings.repeats):
             for name, step in steps.items():
@@ -227,9 +231,14 @@ def run_rounds(contenders: dict[str, torch.nn.Module], config: HfViTConfig, sett
                     executed_matmul_fraction=executed[name] * images / median / matmul_rate,
                 )
             )
+        if settings.profile:
+            for name in contenders:
+                write_profile(steps[name], f"{mode}: {name}", settings)
         if settings.memory and settings.device == "cuda":
             for result in mode_results:
                 result.peak_memory_mib = step_peak_memory(steps[result.contender], settings.device)
+        for result in mode_results:
+            progress(f"{mode}: {result.contender} {result.images_per_s:,.1f} images/s")
         ours = next((r for r in mode_results if r.contender == "hf_vit"), None)
         for result in mode_results:
             result.hf_vit_ratio = ours.images_per_s / result.images_per_s if ours else None
@@ -237,6 +246,27 @@ def run_rounds(contenders: dict[str, torch.nn.Module], config: HfViTConfig, sett
         results.append(Result(contender=MATMUL, mode=mode, images_per_s=0.0, flops_per_s=matmul_rate,
                               matmul_fraction=1.0, executed_matmul_fraction=1.0, seconds=matmul_seconds))  # fmt: skip
     return results
+
+
+def write_profile(step: Callable[[], None], title: str, settings: Settings, steps: int = 3) -> None:
+    """Append the operators (kernels on CUDA) that take most of `steps` warmed-up steps to `settings.profile`:
+    where the time goes, to compare contenders kernel by kernel."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if settings.device == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step()
+        synchronize(settings.device)
+    sort_by = "self_cuda_time_total" if settings.device == "cuda" else "self_cpu_time_total"
+    table = profiler.key_averages().table(sort_by=sort_by, row_limit=25, max_name_column_width=90)
+    with open(settings.profile, "a") as file:
+        file.write(f"## {title}, {steps} steps\n\n{table}\n\n")
+
+
+def progress(message: str) -> None:
+    """On stderr as the run goes, so that a run stopped early (a time limit) still tells what it measured."""
+    print(message, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -430,6 +460,7 @@ def parse_settings(argv: list[str] | None) -> tuple[Settings, str | None]:
         help="CPU: leave glibc's malloc returning freed memory to the system (page faults in every step)",
     )
     parser.add_argument("--json", help="also write the report as JSON to this path")
+    parser.add_argument("--profile", help="append each contender's torch.profiler table to this file")
     args = parser.parse_args(argv)
     settings = Settings(
         preset=args.preset,
@@ -444,6 +475,7 @@ def parse_settings(argv: list[str] | None) -> tuple[Settings, str | None]:
         contenders=tuple(args.contenders),
         modes=tuple(args.modes),
         memory=not args.no_memory,
+        profile=args.profile,
         retain_freed_memory=not args.system_malloc,
     )
     return settings, args.json

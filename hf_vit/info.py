@@ -36,6 +36,10 @@ def versions() -> dict[str, str]:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             found[package] = "not installed"
+    if found.get("hf_vit") == "not installed":  # run from a source checkout on PYTHONPATH
+        from . import __version__
+
+        found["hf_vit"] = f"{__version__} (source checkout)"
     return found
 
 

@@ -5,14 +5,13 @@ import json
 import os
 from dataclasses import asdict
 from enum import Enum
-from importlib import metadata
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .data import FASHION_MNIST_HUB_ID
 from .flops import count_parameters
-from .info import device_description
+from .info import device_description, versions
 
 # A link to model_cards/template.md in the repository; a regular file in an installed wheel.
 TEMPLATE_PATH = Path(__file__).parent / "model_card_template.md"
@@ -139,8 +138,7 @@ def _table(rows: dict) -> str:
 
 
 def _versions() -> str:
-    names = ("hf_vit", "transformers", "torch", "torchvision", "datasets", "evaluate", "accelerate")
-    return "\n".join(f"- {name} {metadata.version(name)}" for name in names)
+    return "\n".join(f"- {name} {version}" for name, version in versions().items())
 
 
 def build_model_card(
