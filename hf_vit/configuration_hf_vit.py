@@ -47,6 +47,13 @@ PRESETS: dict[str, dict] = {
         "num_attention_heads": 4, "intermediate_size": 256, "pooling": "mean", "drop_path_rate": 0.0,
         "initializer_range": 0.1,
     },
+    # The patch-7 model's 16 tokens, made by a convolutional stem (28 -> 14 -> 7 -> 4): on one CPU thread it reached
+    # 0.868 Fashion-MNIST validation accuracy after 2 epochs on half the set, against 0.833 for patch 7 (README).
+    "vit-mnist-convstem-patch8-28": {
+        "image_size": 28, "patch_size": 8, "stem_channels": [32, 64, 128], "hidden_size": 128,
+        "num_hidden_layers": 6, "num_attention_heads": 4, "intermediate_size": 256, "pooling": "mean",
+        "drop_path_rate": 0.0, "initializer_range": 0.1,
+    },
     "vit-cifar-patch4-32": {
         "image_size": 32, "patch_size": 4, "hidden_size": 256, "num_hidden_layers": 7,
         "num_attention_heads": 4, "intermediate_size": 512, "pooling": "mean", "drop_path_rate": 0.1,
@@ -76,6 +83,15 @@ def _pair(value):
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
+def grid_for_image(config: "HfViTConfig", height: int, width: int) -> tuple[int, int]:
+    """The token grid of an image: patches tile it exactly; a convolutional stem pads at each stride-2 step, so its
+    grid is the size divided by the patch size, rounded up (28 px at patch 8 gives 4)."""
+    patch_h, patch_w = config.patch_hw
+    if config.stem_channels:
+        return -(-height // patch_h), -(-width // patch_w)
+    return height // patch_h, width // patch_w
+
+
 class HfViTConfig(PretrainedConfig):
     r"""Configuration of [`HfViTModel`] and [`HfViTForImageClassification`].
 
@@ -88,6 +104,11 @@ class HfViTConfig(PretrainedConfig):
     - `num_register_tokens`: learned tokens without position embedding ("Vision Transformers Need Registers").
     - `use_class_token` / `pooling`: "cls" classifies from the class token, "mean" from the average of patch tokens.
     - `position_embedding`: "learned" (resampled bicubically for other resolutions) or "sincos" (fixed 2-D).
+    - `stem_channels`: a convolutional stem instead of the patchify convolution (Xiao et al. 2021, "Early
+      Convolutions Help Transformers See Better"): one 3x3 convolution of stride 2 with BatchNorm and ReLU per entry,
+      with that many output channels, then a 1x1 convolution to `hidden_size`. Its total stride, 2 ** len(entries),
+      must equal the (square) patch size. Each convolution pads, so any image size works: the grid is the size
+      divided by the patch size, rounded up (28x28 at patch 8: 4x4 tokens). `None` (default): plain patches.
 
     Options that converted checkpoints need (`hf_vit.convert`):
 
@@ -119,6 +140,7 @@ class HfViTConfig(PretrainedConfig):
     use_class_token: bool = True
     pooling: str = "cls"
     position_embedding: str = "learned"
+    stem_channels: list[int] | None = None
     initializer_range: float = 0.02
     fc_norm: bool = False
     use_distillation_token: bool = False
@@ -153,6 +175,8 @@ class HfViTConfig(PretrainedConfig):
             self.image_size = list(self.image_size)
         if not isinstance(self.patch_size, int):
             self.patch_size = list(self.patch_size)
+        if self.stem_channels is not None and not isinstance(self.stem_channels, (int, str)):
+            self.stem_channels = list(self.stem_channels)
         self._validate()
 
     @property
@@ -165,8 +189,7 @@ class HfViTConfig(PretrainedConfig):
 
     @property
     def grid_size(self) -> tuple[int, int]:
-        (height, width), (patch_h, patch_w) = self.image_hw, self.patch_hw
-        return height // patch_h, width // patch_w
+        return grid_for_image(self, *self.image_hw)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -193,7 +216,7 @@ class HfViTConfig(PretrainedConfig):
                 "choose a head count that divides the width (e.g. 64 channels per head)."
             )
         for image, patch, axis in zip(self.image_hw, self.patch_hw, ("height", "width"), strict=True):
-            if image % patch:
+            if image % patch and not self.stem_channels:
                 fail(
                     f"image {axis} {image} is not a multiple of the patch {axis} {patch}; "
                     "change image_size or patch_size so that patches tile the image."
@@ -212,6 +235,8 @@ class HfViTConfig(PretrainedConfig):
             fail(f"position_embedding={self.position_embedding!r} must be 'learned' or 'sincos'.")
         if self.position_embedding == "sincos" and self.hidden_size % 4:
             fail(f"position_embedding='sincos' needs hidden_size divisible by 4, got {self.hidden_size}.")
+        if self.stem_channels is not None:
+            self._validate_stem(fail)
         if self.layerscale_init is not None and self.layerscale_init <= 0:
             fail(f"layerscale_init={self.layerscale_init} must be positive, or None to turn LayerScale off.")
         if self.use_distillation_token and not self.use_class_token:
@@ -222,6 +247,19 @@ class HfViTConfig(PretrainedConfig):
             fail(
                 "distillation_head=True needs pooling='cls' and fc_norm=False: DeiT's two heads read the final-norm "
                 "class and distillation tokens."
+            )
+
+    def _validate_stem(self, fail):
+        channels = self.stem_channels
+        if not isinstance(channels, list) or not channels or not all(isinstance(c, int) and c > 0 for c in channels):
+            fail(f"stem_channels={channels!r} must be a non-empty list of positive ints (e.g. [32, 64, 128]), or None.")
+        patch_h, patch_w = self.patch_hw
+        stride = 2 ** len(channels)
+        if (patch_h, patch_w) != (stride, stride):
+            fail(
+                f"stem_channels={channels} makes {len(channels)} convolutions of stride 2 (total stride {stride}), but "
+                f"patch_size is {self.patch_size}; the stem needs log2(patch size) entries: use patch_size={stride}, "
+                "or one entry per halving of a power-of-two patch size (e.g. 4 entries for patch 16)."
             )
 
     @classmethod
@@ -247,4 +285,4 @@ class HfViTConfig(PretrainedConfig):
         return cls(**{**PRESETS[name], **overrides})
 
 
-__all__ = ["HfViTConfig", "PRESETS"]
+__all__ = ["HfViTConfig", "PRESETS", "grid_for_image"]

@@ -1,6 +1,6 @@
 """Analytic size and cost of a ViT, from its config alone (no weights are built)."""
 
-from .configuration_hf_vit import HfViTConfig
+from .configuration_hf_vit import HfViTConfig, grid_for_image
 
 
 def count_parameters(config: HfViTConfig) -> int:
@@ -9,7 +9,13 @@ def count_parameters(config: HfViTConfig) -> int:
     patch_h, patch_w = config.patch_hw
     grid_h, grid_w = config.grid_size
     head_dim = width // config.num_attention_heads
-    embeddings = config.num_channels * patch_h * patch_w * width + width  # patch projection
+    if config.stem_channels:
+        channels = [config.num_channels, *config.stem_channels]
+        pairs = zip(channels[:-1], channels[1:], strict=True)
+        embeddings = sum(9 * c_in * c_out + 2 * c_out for c_in, c_out in pairs)  # 3x3 convolutions, BatchNorms
+        embeddings += channels[-1] * width + width  # 1x1 projection
+    else:
+        embeddings = config.num_channels * patch_h * patch_w * width + width  # patch projection
     embeddings += width * config.num_prefix_tokens
     if config.position_embedding == "learned":
         embeddings += grid_h * grid_w * width
@@ -29,14 +35,16 @@ def forward_flops(
     config: HfViTConfig, image_size: tuple[int, int] | None = None, tokens_to_keep: int | None = None
 ) -> int:
     """FLOPs (2 x multiply-accumulates) of one image's forward pass, counting matrix products only:
-    L * (N * (4 D^2 + 2 D M) + 2 N^2 D) + patches * P^2 * C * D + D * classes, all doubled.
+    L * (N * (4 D^2 + 2 D M) + 2 N^2 D) + patches * P^2 * C * D + D * classes, all doubled (with a convolutional
+    stem, its 3x3 convolutions and 1x1 projection instead of the patch projection).
 
     `tokens_to_keep`: the FLOPs actually executed when the last block computes only its first tokens (what
     `HfViTForImageClassification` does with class-token pooling): keys and values are still computed for all N
     tokens, queries, attention, projection and MLP for the kept tokens only."""
     height, width_px = image_size or config.image_hw
     patch_h, patch_w = config.patch_hw
-    patches = (height // patch_h) * (width_px // patch_w)
+    grid_h, grid_w = grid_for_image(config, height, width_px)
+    patches = grid_h * grid_w
     tokens = patches + config.num_prefix_tokens
     dim, mlp = config.hidden_size, config.intermediate_size
 
@@ -45,6 +53,12 @@ def forward_flops(
 
     last = tokens if tokens_to_keep is None else tokens_to_keep
     macs = (config.num_hidden_layers - 1) * block(tokens) + block(last) if config.num_hidden_layers else 0
-    macs += patches * patch_h * patch_w * config.num_channels * dim
+    if config.stem_channels:
+        channels = [config.num_channels, *config.stem_channels]
+        for index, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True), start=1):
+            macs += -(-height // 2**index) * -(-width_px // 2**index) * 9 * c_in * c_out  # sizes rounded up
+        macs += patches * channels[-1] * dim
+    else:
+        macs += patches * patch_h * patch_w * config.num_channels * dim
     macs += dim * max(config.num_labels, 0) * (2 if config.distillation_head else 1)
     return 2 * macs

@@ -29,7 +29,7 @@ SHOWN_TRAINING_ARGUMENTS = (
 )  # fmt: skip
 SHOWN_CONFIG_FIELDS = (
     "image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-    "pooling", "drop_path_rate", "position_embedding",
+    "stem_channels", "pooling", "drop_path_rate", "position_embedding",
 )  # fmt: skip
 
 
@@ -77,7 +77,8 @@ def build_folder_card(config, *, model_id: str, title: str, description: str, de
     details = [
         f"Architecture: ViT, width {config.hidden_size}, depth {config.num_hidden_layers}, "
         f"{config.num_attention_heads} heads, patch {config.patch_size}, image {config.image_size}, "
-        f"{config.pooling} pooling.",
+        + (f"convolutional stem {config.stem_channels}, " if config.stem_channels else "")
+        + f"{config.pooling} pooling.",
         f"Labels ({config.num_labels}): {shown}"
         if labels
         else "No classification head: the logits are the pooled features.",

@@ -33,6 +33,28 @@ def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, temperature: f
     return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=1).unsqueeze(0)
 
 
+class HfViTConvStem(nn.Module):
+    """`config.stem_channels`: 3x3 convolutions of stride 2, each followed by BatchNorm and ReLU (Xiao et al. 2021,
+    "Early Convolutions Help Transformers See Better"). Overlapping, local filters instead of one big-stride patch
+    filter: on small data the transformer then learns in fewer epochs. The 1x1 projection to the model width is
+    `HfViTEmbeddings.patch_embeddings`, as timm's hybrid models do it."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        channels = [config.num_channels, *config.stem_channels]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False)  # BatchNorm carries the bias
+            for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
+        )
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c_out) for c_out in channels[1:])
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        features = pixel_values
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            features = F.relu(norm(conv(features)))
+        return features
+
+
 class HfViTEmbeddings(nn.Module):
     """Patches -> tokens, prefixed by [class token, distillation token (DeiT), register tokens], with position
     embeddings on patch tokens.
@@ -47,9 +69,14 @@ class HfViTEmbeddings(nn.Module):
         self.patch_hw = config.patch_hw
         self.grid_size = config.grid_size
         self.num_channels = config.num_channels
-        self.patch_embeddings = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=self.patch_hw, stride=self.patch_hw
-        )
+        if config.stem_channels:
+            self.stem = HfViTConvStem(config)
+            self.patch_embeddings = nn.Conv2d(config.stem_channels[-1], config.hidden_size, kernel_size=1)
+        else:
+            self.stem = None
+            self.patch_embeddings = nn.Conv2d(
+                config.num_channels, config.hidden_size, kernel_size=self.patch_hw, stride=self.patch_hw
+            )
         hidden = config.hidden_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden)) if config.use_class_token else None
         self.distillation_token = nn.Parameter(torch.zeros(1, 1, hidden)) if config.use_distillation_token else None
@@ -79,9 +106,11 @@ class HfViTEmbeddings(nn.Module):
         return table.to(self.position_embeddings.dtype).permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        batch_size, _, height, width = pixel_values.shape
-        patches = self.patch_embeddings(pixel_values).flatten(2).transpose(1, 2)
-        patches = patches + self.positions_for_grid(height // self.patch_hw[0], width // self.patch_hw[1])
+        batch_size = pixel_values.shape[0]
+        features = self.stem(pixel_values) if self.stem is not None else pixel_values
+        patches = self.patch_embeddings(features)
+        grid_h, grid_w = patches.shape[-2:]
+        patches = patches.flatten(2).transpose(1, 2) + self.positions_for_grid(grid_h, grid_w)
         prefix = [
             t.expand(batch_size, -1, -1)
             for t in (self.cls_token, self.distillation_token, self.register_tokens)
@@ -281,6 +310,12 @@ class HfViTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
         elif isinstance(module, HfViTLayerScale):
             init.constant_(module.gamma, self.config.layerscale_init)
         elif isinstance(module, HfViTEmbeddings):
@@ -314,7 +349,7 @@ def check_pixel_values(pixel_values: torch.Tensor, config: HfViTConfig) -> None:
             "convert the images (e.g. to RGB) with the model's image processor."
         )
     patch_h, patch_w = config.patch_hw
-    if height % patch_h or width % patch_w:
+    if (height % patch_h or width % patch_w) and not config.stem_channels:  # a stem pads: any size works
         raise ValueError(
             f"image size {height}x{width} is not a multiple of the patch size {patch_h}x{patch_w}; "
             "resize or crop the images to a multiple of the patch size."

@@ -402,6 +402,10 @@ def test_export_names_options_the_peer_lacks():
         to_transformers_state_dict(random_hf_vit(num_register_tokens=2))
     with pytest.raises(ValueError, match="distillation"):
         to_timm_state_dict(random_hf_vit(use_distillation_token=True))
+    with pytest.raises(ValueError, match="stem_channels"):
+        to_transformers_state_dict(random_hf_vit(stem_channels=[8, 16, 32]))
+    with pytest.raises(ValueError, match="stem_channels"):
+        to_timm_state_dict(random_hf_vit(stem_channels=[8, 16, 32]))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

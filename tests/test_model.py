@@ -241,6 +241,10 @@ def test_config_validation():
         (dict(num_labels=3, id2label={0: "a", 1: "b"}), "num_labels=3 contradicts id2label"),
         (dict(hiden_size=64), "unknown field.*'hiden_size' \\(did you mean 'hidden_size'\\?\\)"),
         (dict(num_labels=2, id2label={0: "a", 1: "b"}, label2id={"a": 1, "b": 0}), "label2id is not the inverse"),
+        (dict(stem_channels=[8, 16, 32]), r"3 convolutions of stride 2 \(total stride 8\), but patch_size is 4"),
+        (dict(patch_size=(4, 2), image_size=16, stem_channels=[8, 16]), "patch_size is \\[4, 2\\]"),
+        (dict(stem_channels=[8, 0]), "non-empty list of positive ints"),
+        (dict(stem_channels=[]), "non-empty list of positive ints"),
     ]:
         with pytest.raises(ValueError, match=message):
             tiny_config(**bad)
@@ -319,3 +323,50 @@ def test_last_block_for_read_tokens_only_gives_the_full_computation(options):
     for name, grad in gradients().items():
         torch.testing.assert_close(grad, full[name], msg=name)
     assert build(pooling="mean").tokens_read_by_heads() is None
+
+
+def test_conv_stem_tokens_statistics_and_cost(tmp_path):
+    """A convolutional stem makes the patch grid's tokens; its BatchNorm statistics, learned in training, are saved
+    and used in evaluation; `hf_vit.flops` counts its work as torch's FLOP counter does."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hf_vit.flops import count_parameters, forward_flops
+
+    model = build(stem_channels=[8, 16], pooling="mean")
+    pixels = torch.randn(4, 3, 16, 16)
+    out = model(pixels, output_hidden_states=True)
+    assert out.hidden_states[0].shape == (4, 1 + 16, 32)  # class token + the 4x4 grid of patch size 4
+    embeddings = model.vit.embeddings
+    assert embeddings.stem.convs[1].stride == (2, 2) and embeddings.patch_embeddings.kernel_size == (1, 1)
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(model.config)
+
+    model.train()
+    model(pixels * 3 + 1)  # BatchNorm's running statistics move in training only
+    norm = model.vit.embeddings.stem.norms[0]
+    assert norm.num_batches_tracked.item() == 1 and norm.running_mean.abs().sum() > 0
+    model.eval()
+    model.save_pretrained(tmp_path)
+    loaded = HfViTForImageClassification.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded.vit.embeddings.stem.norms[0].running_var, norm.running_var)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixels).logits, model(pixels).logits)
+
+    def counted(config):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            HfViTForImageClassification(config).eval()(torch.randn(1, 3, 16, 16), output_hidden_states=True)
+        return counter.get_total_flops()
+
+    plain, stem = tiny_config(), tiny_config(stem_channels=[8, 16])
+    assert forward_flops(stem) - forward_flops(plain) == counted(stem) - counted(plain) != 0
+
+    # A stem pads at each stride-2 step: any size works, with the grid rounded up (18 px at patch 4: 5 x 5).
+    hidden = model.vit(torch.randn(1, 3, 18, 13), output_hidden_states=True).hidden_states[0]
+    assert hidden.shape == (1, 1 + 5 * 4, 32)
+    assert tiny_config(image_size=18, stem_channels=[8, 16]).grid_size == (5, 5)
+
+
+def test_conv_stem_compiles_to_the_same_outputs():
+    model = build(stem_channels=[8, 16])
+    pixels = torch.randn(2, 3, 16, 16)
+    compiled = torch.compile(model, fullgraph=True)
+    torch.testing.assert_close(compiled(pixels).logits, model(pixels).logits, atol=1e-5, rtol=1e-5)

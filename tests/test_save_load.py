@@ -125,3 +125,23 @@ def test_hf_vit_info_command():
     assert "transformers" in result.stdout and "Device: CPU" in result.stdout
     unknown = subprocess.run([sys.executable, "-m", "hf_vit.cli", "nope"], capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "unknown command 'nope'" in unknown.stderr
+
+
+def test_remote_code_loads_a_conv_stem_model_with_its_batchnorm_statistics(tmp_path):
+    torch.manual_seed(0)
+    model = randomize_head(HfViTForImageClassification(tiny_config(stem_channels=[8, 16])))
+    pixels = torch.randn(2, 3, 16, 16)
+    model.train()(pixels * 2 + 1)  # running statistics away from their initial 0 and 1
+    model.eval()
+    save_model_folder(model, build_image_processor(model.config), tmp_path / "model")
+    torch.save(pixels, tmp_path / "pixels.pt")
+    code = f"""
+import json, torch
+from transformers import AutoModelForImageClassification
+model = AutoModelForImageClassification.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+with torch.no_grad():
+    print(json.dumps(model(torch.load({str(tmp_path / "pixels.pt")!r})).logits.tolist()))
+"""
+    logits = last_json_line(run_without_hf_vit(code, tmp_path).stdout)
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(pixels).logits.numpy(), atol=1e-5)

@@ -143,7 +143,7 @@ def test_imagefolder_with_string_labels_fine_tuned_with_mixing_augmentation(digi
     assert card.data.base_model == str(digits_folder)
 
 
-def test_in_memory_hub_style_set_with_string_labels(tmp_path):
+def test_in_memory_hub_style_set_with_string_labels_and_a_conv_stem(tmp_path):
     def split(count, seed):
         images, labels = shapes_images(count, seed=seed)
         features = Features({"img": Image(), "shape": Value("string")})
@@ -151,7 +151,8 @@ def test_in_memory_hub_style_set_with_string_labels(tmp_path):
 
     raw = DatasetDict({"train": split(64, 0), "test": split(16, 1)})
     argv = [
-        "--dataset", "my_shapes", "--preset", "vit-digits-patch2-8", "--config_overrides", f"{TINY},image_size=16",
+        "--dataset", "my_shapes", "--preset", "vit-digits-patch2-8",
+        "--config_overrides", f"{TINY},image_size=16,stem_channels=[8]",  # a list value among the overrides
         "--image_column", "img", "--label_column", "shape", "--output_dir", str(tmp_path / "model"),
         "--num_train_epochs", "4", "--learning_rate", "3e-3", "--per_device_train_batch_size", "8", *QUIET,
     ]  # fmt: skip
@@ -160,6 +161,7 @@ def test_in_memory_hub_style_set_with_string_labels(tmp_path):
     assert results["test_accuracy"] >= 0.75, "corner squares are easy: four epochs should learn them"
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["label2id"] == {"bottom_right": 0, "top_left": 1}
+    assert config["stem_channels"] == [8] and config["hidden_size"] == 32
 
     # The same set as Hub-style parquet files in a folder loads through `load_dataset`, like a Hub id.
     for name, dataset in raw.items():
@@ -203,9 +205,9 @@ def test_recipe_defaults_and_command_line_precedence():
     _, _, augmentation_args, training_args = parse_args(["--num_train_epochs", "2", "--horizontal_flip", "True"])
     assert training_args.num_train_epochs == 2 and augmentation_args.horizontal_flip is True
     model_args, _, _, training_args = parse_args(["--dataset", "fashion_mnist", "--learning_rate=0.01"])
-    assert model_args.preset == "vit-mnist-patch7-28" and training_args.learning_rate == 0.01
+    assert model_args.preset == "vit-mnist-convstem-patch8-28" and training_args.learning_rate == 0.01
     assert training_args.per_device_train_batch_size == 64 and training_args.dataloader_num_workers == 0
-    assert training_args.output_dir == "outputs/fashion_mnist-vit-mnist-patch7-28"
+    assert training_args.output_dir == "outputs/fashion_mnist-vit-mnist-convstem-patch8-28"
 
 
 @pytest.mark.parametrize(

@@ -373,6 +373,8 @@ def to_timm_kwargs(config: HfViTConfig) -> dict:
 
     if config.use_distillation_token:
         raise ValueError("export to timm's VisionTransformerDistilled (distillation token) is not implemented.")
+    if config.stem_channels:
+        raise ValueError("export of a convolutional stem (stem_channels) to timm is not implemented.")
     if config.intermediate_size % config.hidden_size:
         raise ValueError(f"timm needs intermediate_size a multiple of hidden_size, got {config.intermediate_size}.")
     activations = {"gelu": nn.GELU, "gelu_pytorch_tanh": partial(nn.GELU, approximate="tanh"), "quick_gelu": QuickGELU}

@@ -285,6 +285,7 @@ def to_transformers_config(config: HfViTConfig):
         "drop_path_rate": config.drop_path_rate > 0,
         "pooling='mean'": config.pooling != "cls",
         "use_class_token=False": not config.use_class_token,
+        "stem_channels (convolutional stem)": bool(config.stem_channels),
     }
     unsupported = [name for name, used in missing.items() if used]
     if unsupported:
