@@ -3,6 +3,12 @@
 from .configuration_hf_vit import HfViTConfig, grid_for_image
 
 
+def _stem_convolutions(config: HfViTConfig) -> list[tuple[int, int]]:
+    """(input, output) channels of each 3x3 convolution of a convolutional stem; empty without one."""
+    channels = [config.num_channels, *(config.stem_channels or [])]
+    return list(zip(channels[:-1], channels[1:], strict=True))
+
+
 def count_parameters(config: HfViTConfig) -> int:
     """Trainable parameters of `HfViTForImageClassification(config)`; tests check it against the real model."""
     width, mlp, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
@@ -10,10 +16,9 @@ def count_parameters(config: HfViTConfig) -> int:
     grid_h, grid_w = config.grid_size
     head_dim = width // config.num_attention_heads
     if config.stem_channels:
-        channels = [config.num_channels, *config.stem_channels]
-        pairs = zip(channels[:-1], channels[1:], strict=True)
-        embeddings = sum(9 * c_in * c_out + 2 * c_out for c_in, c_out in pairs)  # 3x3 convolutions, BatchNorms
-        embeddings += channels[-1] * width + width  # 1x1 projection
+        convolutions = _stem_convolutions(config)
+        embeddings = sum(9 * c_in * c_out + 2 * c_out for c_in, c_out in convolutions)  # 3x3 convolutions, BatchNorms
+        embeddings += config.stem_channels[-1] * width + width  # 1x1 projection
     else:
         embeddings = config.num_channels * patch_h * patch_w * width + width  # patch projection
     embeddings += width * config.num_prefix_tokens
@@ -54,10 +59,9 @@ def forward_flops(
     last = tokens if tokens_to_keep is None else tokens_to_keep
     macs = (config.num_hidden_layers - 1) * block(tokens) + block(last) if config.num_hidden_layers else 0
     if config.stem_channels:
-        channels = [config.num_channels, *config.stem_channels]
-        for index, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True), start=1):
+        for index, (c_in, c_out) in enumerate(_stem_convolutions(config), start=1):
             macs += -(-height // 2**index) * -(-width_px // 2**index) * 9 * c_in * c_out  # sizes rounded up
-        macs += patches * channels[-1] * dim
+        macs += patches * config.stem_channels[-1] * dim
     else:
         macs += patches * patch_h * patch_w * config.num_channels * dim
     macs += dim * max(config.num_labels, 0) * (2 if config.distillation_head else 1)
