@@ -66,7 +66,6 @@ class HfViTEmbeddings(nn.Module):
 
     def __init__(self, config: HfViTConfig):
         super().__init__()
-        self.patch_hw = config.patch_hw
         self.grid_size = config.grid_size
         self.num_channels = config.num_channels
         if config.stem_channels:
@@ -75,7 +74,7 @@ class HfViTEmbeddings(nn.Module):
         else:
             self.stem = None
             self.patch_embeddings = nn.Conv2d(
-                config.num_channels, config.hidden_size, kernel_size=self.patch_hw, stride=self.patch_hw
+                config.num_channels, config.hidden_size, kernel_size=config.patch_hw, stride=config.patch_hw
             )
         hidden = config.hidden_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden)) if config.use_class_token else None
