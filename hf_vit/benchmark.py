@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -33,11 +34,17 @@ import torch.nn.functional as F
 
 from .configuration_hf_vit import PRESETS, HfViTConfig
 from .flops import forward_flops
-from .modeling_hf_vit import HfViTForImageClassification
+from .modeling_hf_vit import _ONEDNN_LINEAR, HfViTForImageClassification, HfViTLinear
 
 CONTENDERS = ("hf_vit", "transformers-sdpa", "transformers-eager", "timm")
+# hf_vit with every linear on F.linear (torch's default BLAS) even where it would pick oneDNN: what that choice buys.
+EXTRA_CONTENDERS = ("hf_vit-aten",)
 MODES = ("inference", "training")
-MATMUL = "matmul"  # the pseudo-contender that measures the machine's matrix-multiply rate in each round
+# Pseudo-contenders that measure the machine's matrix-multiply rate in each round: torch.mm (torch's default BLAS,
+# what F.linear uses), and on CPU in float32 also oneDNN's matrix product, which HfViTLinear may use instead. The
+# faster of the two is the rate that "of matmul rate" divides by.
+MATMUL = "matmul"
+MATMUL_ONEDNN = "matmul-onednn"
 LOGITS_TOLERANCE = 1e-4  # max |logit difference| between contenders in float32 eager
 
 
@@ -97,13 +104,18 @@ def build_contenders(model: HfViTForImageClassification, names, folder: str) -> 
     for name in names:
         if name == "hf_vit":
             built[name] = model
+        elif name == "hf_vit-aten":
+            built[name] = copy.deepcopy(model)
+            for module in built[name].modules():
+                if isinstance(module, HfViTLinear):
+                    module.use_onednn = False
         elif name.startswith("transformers-"):
             attention = name.removeprefix("transformers-")
             built[name] = export_transformers(model, os.path.join(folder, attention), attn_implementation=attention)
         elif name == "timm":
             built[name] = export_timm(model)
         else:
-            raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}.")
+            raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS + EXTRA_CONTENDERS)}.")
     return built
 
 
@@ -154,15 +166,15 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_step(settings: Settings) -> tuple[Callable[[], None], int]:
-    """A square matrix multiply large enough to reach the machine's peak rate, in the benchmark's dtype."""
+def matmul_steps(settings: Settings) -> dict[str, tuple[Callable[[], None], int]]:
+    """Square matrix multiplies large enough to reach the machine's peak rate, in the benchmark's dtype: torch.mm,
+    and oneDNN's product where HfViTLinear can use it (CPU, float32). Name -> (step, FLOPs)."""
     size = 8192 if settings.device == "cuda" else 2048
     a, b = (torch.randn(size, size, device=settings.device, dtype=getattr(torch, settings.dtype)) for _ in range(2))
-
-    def step():
-        torch.mm(a, b)
-
-    return step, 2 * size**3
+    steps = {MATMUL: (lambda: torch.mm(a, b), 2 * size**3)}
+    if settings.device == "cpu" and settings.dtype == "float32" and _ONEDNN_LINEAR is not None:
+        steps[MATMUL_ONEDNN] = (lambda: _ONEDNN_LINEAR(a, b, None), 2 * size**3)
+    return steps
 
 
 def timed(step: Callable[[], None], device: str) -> float:
@@ -187,7 +199,7 @@ def prepare(module: torch.nn.Module, mode: str, settings: Settings) -> torch.nn.
 
 def executed_flops(name: str, module: torch.nn.Module, config: HfViTConfig) -> int:
     """Forward FLOPs per image a contender executes: hf_vit skips the last block's unread tokens."""
-    if name == "hf_vit":
+    if name.startswith("hf_vit"):
         return forward_flops(config, tokens_to_keep=module.tokens_read_by_heads())
     return forward_flops(config)
 
@@ -197,12 +209,12 @@ def run_rounds(contenders: dict[str, torch.nn.Module], config: HfViTConfig, sett
     pixels, labels = inputs(config, settings)
     flops_per_image = forward_flops(config)
     executed = {name: executed_flops(name, module, config) for name, module in contenders.items()}
-    matmul, matmul_flops = matmul_step(settings)
+    matmuls = matmul_steps(settings)
     results = []
     for mode in settings.modes:
         steps = {name: make_step(prepare(module, mode, settings), mode, settings, pixels, labels)
                  for name, module in contenders.items()}  # fmt: skip
-        steps[MATMUL] = matmul
+        steps.update({name: step for name, (step, _) in matmuls.items()})
         for name, step in steps.items():
             started = time.perf_counter()
             for _ in range(settings.warmup):
@@ -213,8 +225,9 @@ def run_rounds(contenders: dict[str, torch.nn.Module], config: HfViTConfig, sett
         for _ in range(settings.repeats):
             for name, step in steps.items():
                 seconds[name].append(timed(step, settings.device))
-        matmul_seconds = seconds.pop(MATMUL)
-        matmul_rate = matmul_flops / statistics.median(matmul_seconds)
+        matmul_rates = {name: flops / statistics.median(seconds[name]) for name, (_, flops) in matmuls.items()}
+        matmul_seconds = {name: seconds.pop(name) for name in matmuls}
+        matmul_rate = max(matmul_rates.values())
         images = settings.batch_size * (3 if mode == "training" else 1)  # a training step: 3 forwards' worth
         step_flops = flops_per_image * images
         mode_results = []
@@ -243,8 +256,9 @@ def run_rounds(contenders: dict[str, torch.nn.Module], config: HfViTConfig, sett
         for result in mode_results:
             result.hf_vit_ratio = ours.images_per_s / result.images_per_s if ours else None
         results += mode_results
-        results.append(Result(contender=MATMUL, mode=mode, images_per_s=0.0, flops_per_s=matmul_rate,
-                              matmul_fraction=1.0, executed_matmul_fraction=1.0, seconds=matmul_seconds))  # fmt: skip
+        results += [Result(contender=name, mode=mode, images_per_s=0.0, flops_per_s=rate,
+                           matmul_fraction=rate / matmul_rate, executed_matmul_fraction=rate / matmul_rate,
+                           seconds=matmul_seconds[name]) for name, rate in matmul_rates.items()]  # fmt: skip
     return results
 
 
@@ -375,7 +389,7 @@ def run(settings: Settings) -> dict:
         raise RuntimeError(f"contenders' logits differ from hf_vit's beyond {LOGITS_TOLERANCE}: {disagreeing}")
     results = run_rounds(contenders, config, settings)
     for result in results:
-        if result.contender != MATMUL:
+        if result.contender not in (MATMUL, MATMUL_ONEDNN):
             result.max_logit_difference = differences[result.contender]
             if settings.memory and settings.device == "cpu":
                 result.peak_memory_mib = measure_memory(result.contender, result.mode, settings)
@@ -423,8 +437,12 @@ def markdown(report: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
-        if r["contender"] == MATMUL:
-            lines.append(f"| {r['mode']} | (matmul rate) | | | {r['flops_per_s'] / 1e9:,.1f} | 100% | 100% | | |")
+        if r["contender"] in (MATMUL, MATMUL_ONEDNN):
+            library = "oneDNN" if r["contender"] == MATMUL_ONEDNN else "torch.mm"
+            lines.append(
+                f"| {r['mode']} | (matmul rate, {library}) | | | {r['flops_per_s'] / 1e9:,.1f} "
+                f"| {r['matmul_fraction']:.0%} | {r['matmul_fraction']:.0%} | | |"
+            )
             continue
         memory = f"{r['peak_memory_mib']:,.0f}" if r["peak_memory_mib"] is not None else "-"
         ratio = f"{r['hf_vit_ratio']:.2f}x" if r["hf_vit_ratio"] is not None else "-"
@@ -451,7 +469,8 @@ def parse_settings(argv: list[str] | None) -> tuple[Settings, str | None]:
     parser.add_argument("--warmup", type=int, default=Settings.warmup, help="untimed steps per contender and mode")
     parser.add_argument("--num-labels", type=int, default=Settings.num_labels)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS + EXTRA_CONTENDERS,
+                        help="hf_vit-aten: hf_vit with its linears on F.linear, to see what oneDNN buys")  # fmt: skip
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument(

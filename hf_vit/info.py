@@ -9,6 +9,7 @@ import torch
 
 from .configuration_hf_vit import PRESETS, HfViTConfig
 from .flops import count_parameters, forward_flops
+from .modeling_hf_vit import HfViTLinear
 
 PACKAGES = ("hf_vit", "torch", "torchvision", "transformers", "datasets", "accelerate", "evaluate", "huggingface_hub",
             "safetensors", "timm")  # fmt: skip
@@ -64,4 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {package:<16} {version}")
     print(f"  {'python':<16} {platform.python_version()}")
     print(f"\nDevice: {device_description()}")
+    linears = "oneDNN" if HfViTLinear.use_onednn else "torch's default BLAS (F.linear)"
+    print(f"float32 CPU linears: {linears} (HF_VIT_ONEDNN_LINEAR=0/1 overrides the choice)")
     return 0

@@ -6,7 +6,8 @@ import statistics
 import pytest
 import torch
 
-from hf_vit.benchmark import CONTENDERS, MATMUL, MODES, Settings, main, measure_memory
+from hf_vit.benchmark import CONTENDERS, MATMUL, MATMUL_ONEDNN, MODES, Settings, main, measure_memory
+from hf_vit.modeling_hf_vit import _ONEDNN_LINEAR, HfViTLinear
 
 pytest.importorskip("timm")
 
@@ -15,17 +16,25 @@ TINY = ["--preset", "vit-digits-patch2-8", "--batch-size", "4", "--repeats", "2"
 
 def test_benchmark_runs_every_contender_with_the_same_weights(tmp_path, capsys):
     report_path = tmp_path / "report.json"
-    assert main([*TINY, "--no-memory", "--json", str(report_path)]) == 0
+    contenders = (*CONTENDERS, "hf_vit-aten")
+    assert main([*TINY, "--no-memory", "--json", str(report_path), "--contenders", *contenders]) == 0
     table = capsys.readouterr().out
     report = json.loads(report_path.read_text())
 
     results = report["results"]
+    matmuls = (MATMUL, MATMUL_ONEDNN) if _ONEDNN_LINEAR is not None else (MATMUL,)
     assert [(r["mode"], r["contender"]) for r in results] == [
-        (mode, name) for mode in MODES for name in (*CONTENDERS, MATMUL)
+        (mode, name) for mode in MODES for name in (*contenders, *matmuls)
     ]
+    for mode in MODES:
+        # Fractions are of the faster library's matrix-multiply rate in the same rounds.
+        rates = [r["flops_per_s"] for r in results if r["mode"] == mode and r["contender"] in matmuls]
+        assert all(rate > 0 for rate in rates)
+        for r in results:
+            if r["mode"] == mode and r["contender"] not in matmuls:
+                assert r["matmul_fraction"] == pytest.approx(r["flops_per_s"] / max(rates))
     for r in results:
-        if r["contender"] == MATMUL:
-            assert r["flops_per_s"] > 0
+        if r["contender"] in matmuls:
             continue
         # The run itself refuses to time contenders whose logits differ; this is the record of that check.
         assert r["max_logit_difference"] <= 1e-4
@@ -41,7 +50,19 @@ def test_benchmark_runs_every_contender_with_the_same_weights(tmp_path, capsys):
     assert lines[0].startswith("vit-digits-patch2-8, batch 4, cpu, float32, eager")
     assert lines[2].startswith("| mode | contender | images/s | hf_vit / this |")
     assert len(lines) == 4 + len(results)
-    assert "| training | transformers-sdpa |" in table and "(matmul rate)" in table
+    assert "| training | transformers-sdpa |" in table and "(matmul rate, torch.mm)" in table
+    assert ("(matmul rate, oneDNN)" in table) == (_ONEDNN_LINEAR is not None)
+
+
+def test_hf_vit_aten_contender_runs_its_linears_on_f_linear():
+    from hf_vit.benchmark import benchmark_config, build_contenders, reference_model
+
+    config = benchmark_config("vit-digits-patch2-8", 10)
+    model = reference_model(config, 0)
+    built = build_contenders(model, ["hf_vit", "hf_vit-aten"], "unused")
+    linears = [m for m in built["hf_vit-aten"].modules() if isinstance(m, HfViTLinear)]
+    assert linears and all(m.use_onednn is False for m in linears)
+    assert all(m.use_onednn is HfViTLinear.use_onednn for m in model.modules() if isinstance(m, HfViTLinear))
 
 
 def test_peak_memory_of_a_training_step_is_measured_in_a_fresh_process():
