@@ -3,8 +3,9 @@
 Every contender is built from one config and holds the weights of one hf_vit model (exported with
 `hf_vit.convert`), and the run checks that their logits agree before timing, so all do equal work. Modes:
 inference (`torch.inference_mode`) and a training step (forward, cross-entropy, backward, fused AdamW step).
-After a warm-up, contenders run interleaved round by round (A B C D A B C D ...) together with a square matrix
-multiply, so machine drift hits all alike; each figure is the median over rounds.
+After a warm-up, contenders run interleaved round by round (A B C D A B C D ...) together with square matrix
+multiplies (torch.mm, and oneDNN's on CPU in float32), so machine drift hits all alike; each figure is the median
+over rounds.
 
 Reported per contender and mode: images/s, hf_vit's ratio to it, achieved FLOP/s from the analytic count
 (`hf_vit.flops.forward_flops`, training = 3 x forward) and its fraction of the matrix-multiply rate of the same
@@ -45,6 +46,7 @@ MODES = ("inference", "training")
 # faster of the two is the rate that "of matmul rate" divides by.
 MATMUL = "matmul"
 MATMUL_ONEDNN = "matmul-onednn"
+MATMULS = (MATMUL, MATMUL_ONEDNN)
 LOGITS_TOLERANCE = 1e-4  # max |logit difference| between contenders in float32 eager
 
 
@@ -389,7 +391,7 @@ def run(settings: Settings) -> dict:
         raise RuntimeError(f"contenders' logits differ from hf_vit's beyond {LOGITS_TOLERANCE}: {disagreeing}")
     results = run_rounds(contenders, config, settings)
     for result in results:
-        if result.contender not in (MATMUL, MATMUL_ONEDNN):
+        if result.contender not in MATMULS:
             result.max_logit_difference = differences[result.contender]
             if settings.memory and settings.device == "cpu":
                 result.peak_memory_mib = measure_memory(result.contender, result.mode, settings)
@@ -437,7 +439,7 @@ def markdown(report: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
-        if r["contender"] in (MATMUL, MATMUL_ONEDNN):
+        if r["contender"] in MATMULS:
             library = "oneDNN" if r["contender"] == MATMUL_ONEDNN else "torch.mm"
             lines.append(
                 f"| {r['mode']} | (matmul rate, {library}) | | | {r['flops_per_s'] / 1e9:,.1f} "

@@ -29,12 +29,22 @@ from hf_vit.convert import (
     to_timm_state_dict,
     to_transformers_state_dict,
 )
+from hf_vit.modeling_hf_vit import HfViTLinear
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
 
 TOLERANCE = 1e-5  # max |logit difference| in float32
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def linears_on_the_references_library(monkeypatch):
+    """Conversions are checked to 1e-5: hf_vit's linears run on F.linear here, as transformers' and timm's do, so a
+    difference is the conversion's and not two BLAS libraries' rounding (oneDNN's own agreement with F.linear is
+    tested in test_onednn_linear.py). The variable reaches the subprocesses that load remote code."""
+    monkeypatch.setattr(HfViTLinear, "use_onednn", False)
+    monkeypatch.setenv("HF_VIT_ONEDNN_LINEAR", "0")
 
 
 def randomize(model, std=0.2, seed=0):
