@@ -89,7 +89,8 @@ def _onednn_linear_by_default() -> bool:
     """Whether float32 CPU linears run on oneDNN rather than torch's default BLAS (MKL). Both ship inside torch and
     compute the same float32 product. MKL picks its AVX-512 kernels on Intel CPUs only; on AMD ones it runs AVX2
     kernels at about half the speed of oneDNN's AVX-512 ones (measured on an AMD EPYC: 208 against 460 GFLOP/s for
-    ViT-S/16's qkv product). On Intel CPUs MKL was as fast or faster, so "auto" asks for an AMD x86-64 CPU.
+    ViT-S/16's qkv product). On an Intel Xeon MKL runs AVX-512 and oneDNN's linear (with GELU fused) measured slower
+    than MKL's addmm + GELU, so "auto" asks for an AMD x86-64 CPU.
     `HF_VIT_ONEDNN_LINEAR=0` or `1` overrides the choice; so does setting `HfViTLinear.use_onednn`."""
     setting = os.environ.get("HF_VIT_ONEDNN_LINEAR", "auto").strip().lower()
     if setting not in ("auto", "0", "1"):
