@@ -13,15 +13,9 @@ needs_onednn = pytest.mark.skipif(modeling._ONEDNN_LINEAR is None, reason="this 
 
 
 @pytest.fixture
-def onednn_switch():
-    """Set `HfViTLinear.use_onednn` inside a test; the import-time choice comes back afterwards."""
-    chosen = HfViTLinear.use_onednn
-
-    def switch(flag: bool):
-        HfViTLinear.use_onednn = flag
-
-    yield switch
-    HfViTLinear.use_onednn = chosen
+def onednn_switch(monkeypatch):
+    """Set `HfViTLinear.use_onednn` inside a test; monkeypatch brings the import-time choice back afterwards."""
+    return lambda flag: monkeypatch.setattr(HfViTLinear, "use_onednn", flag)
 
 
 def _forward_backward(layer, inputs, grad_output):
@@ -149,7 +143,7 @@ def test_choice_follows_the_environment_variable(monkeypatch):
 
 
 @needs_onednn
-def test_remote_code_copy_in_the_same_process_reuses_the_op(tmp_path, onednn_switch):
+def test_remote_code_copy_in_the_same_process_reuses_the_op(tmp_path, onednn_switch, monkeypatch):
     """transformers imports a folder's modeling file as a second module beside hf_vit's; both use one custom op
     (a second definition of `hf_vit::onednn_linear` would be an error) and give the same logits."""
     onednn_switch(True)
@@ -161,7 +155,7 @@ def test_remote_code_copy_in_the_same_process_reuses_the_op(tmp_path, onednn_swi
     remote = remote_class.from_pretrained(tmp_path).eval()
     remote_linear = type(remote.vit.layers[0].attention.qkv)
     assert remote_linear is not HfViTLinear and remote_linear.__module__.startswith("transformers_modules")
-    remote_linear.use_onednn = True
+    monkeypatch.setattr(remote_linear, "use_onednn", True)
     pixels = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(remote(pixels).logits, model(pixels).logits)
