@@ -104,6 +104,7 @@ def test_bad_inputs_get_clear_errors():
 
 
 def test_eager_and_sdpa_agree_and_attention_weights_are_distributions():
+    # 18 tokens, more than the 16 channels per head: sdpa's own kernel runs on CPU (see the next test)
     model = build(num_register_tokens=1, qk_norm=True)
     assert model.config._attn_implementation == "sdpa"
     pixels = torch.randn(4, 3, 16, 16)
@@ -117,6 +118,35 @@ def test_eager_and_sdpa_agree_and_attention_weights_are_distributions():
         assert weights_a.shape == (4, 2, 18, 18)
         torch.testing.assert_close(weights_a.sum(-1), torch.ones(4, 2, 18))
         torch.testing.assert_close(weights_a, weights_b)
+
+
+def attention_kernels_run(model, pixels) -> set[str]:
+    """Names of the attention operators a forward and backward of `model` runs, as torch's profiler records them."""
+    with torch.profiler.profile() as profiler:
+        model(pixels).logits.sum().backward()
+    names = {event.key for event in profiler.key_averages()}
+    return {name for name in names if "scaled_dot_product" in name or name in ("aten::matmul", "aten::bmm")}
+
+
+@pytest.mark.parametrize("num_heads, flash_expected", [(1, False), (2, True)], ids=["32-per-head", "16-per-head"])
+def test_sdpa_on_cpu_computes_short_sequences_as_matmul_and_softmax(num_heads, flash_expected):
+    """sdpa's CPU flash kernel is slower than matmul + softmax on short sequences (see
+    `HfViTAttention.sdpa_is_slower_here`): sdpa models take that path while there are no more keys (here 17) than
+    channels per head (width 32 over 1 or 2 heads), the kernel otherwise, and either way compute what eager
+    attention computes, gradients included."""
+    model = build(num_attention_heads=num_heads).train()
+    pixels = torch.randn(2, 3, 16, 16)
+    kernels = attention_kernels_run(model, pixels)
+    assert ("aten::_scaled_dot_product_flash_attention_for_cpu" in kernels) == flash_expected, kernels
+    assert ("aten::bmm" in kernels) != flash_expected, kernels
+    sdpa_logits = model(pixels).logits
+    sdpa_grads = torch.autograd.grad(sdpa_logits.square().sum(), model.parameters())
+    model.set_attn_implementation("eager")
+    eager_logits = model(pixels).logits
+    eager_grads = torch.autograd.grad(eager_logits.square().sum(), model.parameters())
+    torch.testing.assert_close(sdpa_logits, eager_logits, atol=1e-5, rtol=0)
+    for sdpa_grad, eager_grad in zip(sdpa_grads, eager_grads, strict=True):
+        torch.testing.assert_close(sdpa_grad, eager_grad, atol=1e-4, rtol=1e-4)
 
 
 def test_flex_attention_agrees_where_available():
