@@ -265,8 +265,8 @@ class HfViTAttention(nn.Module):
         backward), at 65 tokens 3-15% faster, at 197 slower (2 AMD EPYC threads, float32). sdpa takes that path while
         there are no more keys than channels per head: then the [tokens, keys] weights it keeps for backward are no
         larger than the [tokens, head_dim] output the flash kernel keeps, so training memory does not grow (at 65
-        keys and head_dim 64 it grew by 10 MiB, above transformers'). The same attention, rounded differently by
-        float32 ulps. Under torch.compile inductor makes the choice."""
+        keys and head_dim 64 it grew by 49 MiB, to 10 MiB above transformers'). The same attention, rounded
+        differently by float32 ulps. Under torch.compile inductor makes the choice."""
         return (
             self.config._attn_implementation == "sdpa"
             and query.device.type == "cpu"
