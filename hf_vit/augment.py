@@ -60,38 +60,49 @@ def _size_and_normalize(processor: ViTImageProcessor) -> tuple[tuple[int, int], 
     return size, v2.Normalize(mean=list(processor.image_mean), std=list(processor.image_std))
 
 
-def build_train_transform(processor: ViTImageProcessor, args: AugmentationArguments) -> v2.Compose:
-    """PIL image of any mode and size -> augmented, normalised float tensor [3, H, W] at the processor's size."""
+def _train_steps(processor: ViTImageProcessor, args: AugmentationArguments) -> tuple[list, list, list]:
+    """The train transform in three parts: random steps per image (PIL image -> uint8 tensor [3, H, W] at the
+    processor's size), the float conversion and normalisation, then random steps on the normalised image."""
     size, normalize = _size_and_normalize(processor)
-    steps = [to_rgb, v2.ToImage()]  # to_rgb, as in evaluation and prediction: the same pixels for every mode
+    per_image = [to_rgb, v2.ToImage()]  # to_rgb, as in evaluation and prediction: the same pixels for every mode
     if args.random_crop and min(size) < SMALL_IMAGE_SIDE:
         # Pad by an eighth of the side (4 px at 32, 1 px at 8) with black pixels, then crop back at random.
-        steps += [v2.Resize(size, antialias=True), v2.RandomCrop(size, padding=max(1, min(size) // 8), fill=0)]
+        per_image += [v2.Resize(size, antialias=True), v2.RandomCrop(size, padding=max(1, min(size) // 8), fill=0)]
     elif args.random_crop:
-        steps.append(v2.RandomResizedCrop(size, scale=(args.crop_scale_min, 1.0), antialias=True))
+        per_image.append(v2.RandomResizedCrop(size, scale=(args.crop_scale_min, 1.0), antialias=True))
     else:
-        steps.append(v2.Resize(size, antialias=True))
+        per_image.append(v2.Resize(size, antialias=True))
     if args.horizontal_flip:
-        steps.append(v2.RandomHorizontalFlip())
+        per_image.append(v2.RandomHorizontalFlip())
     if args.auto_augment == "trivial":
-        steps.append(v2.TrivialAugmentWide(interpolation=InterpolationMode.BILINEAR))
+        per_image.append(v2.TrivialAugmentWide(interpolation=InterpolationMode.BILINEAR))
     elif args.auto_augment == "rand":
-        steps.append(v2.RandAugment(interpolation=InterpolationMode.BILINEAR))
-    steps += [v2.ToDtype(torch.float32, scale=True), normalize]
-    if args.random_erasing > 0:
-        steps.append(v2.RandomErasing(p=args.random_erasing, value=0))
-    return v2.Compose(steps)
+        per_image.append(v2.RandAugment(interpolation=InterpolationMode.BILINEAR))
+    to_float = [v2.ToDtype(torch.float32, scale=True), normalize]
+    normalised = [v2.RandomErasing(p=args.random_erasing, value=0)] if args.random_erasing > 0 else []
+    return per_image, to_float, normalised
+
+
+def build_train_transform(processor: ViTImageProcessor, args: AugmentationArguments) -> v2.Compose:
+    """PIL image of any mode and size -> augmented, normalised float tensor [3, H, W] at the processor's size."""
+    per_image, to_float, normalised = _train_steps(processor, args)
+    return v2.Compose([*per_image, *to_float, *normalised])
 
 
 def train_transform_fn(processor: ViTImageProcessor, args: AugmentationArguments):
-    """The `with_transform` function of the training split."""
-    transform = build_train_transform(processor, args)
+    """The `with_transform` function of the training split: the pixels of `build_train_transform` (the same random
+    draws; with RandomErasing on, in another order), but the float conversion and normalisation run once on the whole
+    batch. Per image, v2's dispatch made these two elementwise steps 3/4 of the transform's time (measured on a 28 x 28
+    image: about 110 of 150 us); Fashion-MNIST's batches of 64 went from 19 to 12.5 ms."""
+    per_image, to_float, normalised = _train_steps(processor, args)
+    per_image, to_float = v2.Compose(per_image), v2.Compose(to_float)
+    normalised = v2.Compose(normalised) if normalised else None
 
     def apply(batch):
-        return {
-            "pixel_values": [transform(image) for image in batch[IMAGE_COLUMN]],
-            "labels": batch[LABEL_COLUMN],
-        }
+        pixel_values = list(to_float(torch.stack([per_image(image) for image in batch[IMAGE_COLUMN]])))
+        if normalised is not None:
+            pixel_values = [normalised(image) for image in pixel_values]
+        return {"pixel_values": pixel_values, "labels": batch[LABEL_COLUMN]}
 
     return apply
 

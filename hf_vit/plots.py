@@ -11,10 +11,21 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
 
+def epoch_evaluations(log_history: list[dict]) -> list[dict]:
+    """The evaluations made during training, one per epoch (or per eval step): the evaluation of the best model after
+    training is logged at the last epoch too, and would plot as a second point there."""
+    evaluations, epochs = [], set()
+    for entry in log_history:
+        if "eval_loss" in entry and entry.get("epoch") not in epochs:
+            evaluations.append(entry)
+            epochs.add(entry.get("epoch"))
+    return evaluations
+
+
 def plot_training_curves(log_history: list[dict], path: str | os.PathLike) -> None:
     """Train and validation loss, and validation accuracy, per epoch, from `trainer.state.log_history`."""
     train = [(entry["epoch"], entry["loss"]) for entry in log_history if "loss" in entry and "epoch" in entry]
-    evals = [entry for entry in log_history if "eval_loss" in entry]
+    evals = epoch_evaluations(log_history)
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
     if train:
         loss_axis.plot(*zip(*train, strict=True), marker="o", label="train")

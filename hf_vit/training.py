@@ -4,6 +4,7 @@ leave a complete model folder (weights, config, code, processor, metrics, curves
 Options are parsed with `HfArgumentParser`, so every `TrainingArguments` option works as in transformers'
 examples. Each built-in data set has a default recipe; options given on the command line win over it."""
 
+import argparse
 import json
 import re
 import shlex
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 from datasets import DatasetDict
 from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTImageProcessor, set_seed
+from transformers.hf_argparser import string_to_bool
 from transformers.utils import logging
 
 from .augment import AugmentationArguments, MixingCollator, collate, eval_transform_fn, train_transform_fn
@@ -87,6 +89,8 @@ COMMON_DEFAULTS = {
     # With --push_to_hub, push once, at the end, the complete folder (checkpoint pushes would carry Trainer's files).
     "hub_strategy": "end",
 }
+# A recipe's "bf16": True where the training device computes bfloat16 natively, otherwise False (see native_bf16).
+NATIVE_BF16 = "native"
 # Recipes per built-in data set (measured results in README.md); other sets get the "default" recipe.
 RECIPES = {
     "digits": {
@@ -107,6 +111,10 @@ RECIPES = {
         # stem (64, 128, 256 channels, against 32, 64, 128) then gave 0.920; depth 8 instead tracked depth 6 for 10
         # epochs at a pace that needed 30 minutes for 24.
         "random_crop": False,
+        # bfloat16 autocast where the device computes it natively (NATIVE_BF16): 1.4-1.6x the float32 training step
+        # on an AMD EPYC with AVX512-BF16 (measured interleaved); the whole run took 22 instead of 27 minutes and gave
+        # 0.923 test accuracy (float32: 0.920). Elsewhere float32, and the log says which.
+        "bf16": NATIVE_BF16,
         "num_train_epochs": 24,
         "learning_rate": 1.5e-3,
         "per_device_train_batch_size": 64,
@@ -121,6 +129,46 @@ RECIPES = {
     },
 }
 PARSED_TYPES = (ModelArguments, DataArguments, AugmentationArguments, TrainingArguments)
+
+
+def native_bf16(use_cpu: bool) -> tuple[bool, str]:
+    """Whether the device Trainer trains on computes bfloat16 in hardware, and why: a CUDA GPU of compute capability
+    8.0 or newer, or a CPU with AVX512-BF16 or AMX (where oneDNN runs bfloat16 products; without them it emulates
+    them, slower than float32). Other accelerators (MPS, XPU, ...) are not judged here: they train in float32."""
+    if not use_cpu and torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return True, f"{torch.cuda.get_device_name()} computes bfloat16 natively"
+        return False, f"{torch.cuda.get_device_name()} has no native bfloat16"
+    if not use_cpu and torch.accelerator.is_available():
+        return False, f"bfloat16 is not judged on {torch.accelerator.current_accelerator().type}"
+    # Private, but torch's own test of the CPU flags oneDNN reads (no public one); absent means not known to exist.
+    if getattr(torch.cpu, "_is_avx512_bf16_supported", bool)() or getattr(torch.cpu, "_is_amx_tile_supported", bool)():
+        return True, "this CPU computes bfloat16 natively (AVX512-BF16 or AMX)"
+    return False, "this CPU has no native bfloat16 (no AVX512-BF16, no AMX)"
+
+
+def _resolve_native_bf16(recipe: dict, argv: list[str], given: set[str]) -> None:
+    """Turn the recipe's `bf16: NATIVE_BF16` into True or False for this machine, and say which and why."""
+    if recipe.get("bf16") != NATIVE_BF16:
+        return
+    if given & {"bf16", "fp16"}:
+        del recipe["bf16"]  # a given precision wins (and Trainer refuses --fp16 True beside --bf16 True)
+        return
+    # --use_cpu as TrainingArguments reads it (bare flag, a value, or the dashed spelling), before the full parse.
+    reader = argparse.ArgumentParser(add_help=False)
+    reader.add_argument("--use_cpu", "--use-cpu", type=string_to_bool, nargs="?", const=True, default=False)
+    use_cpu = reader.parse_known_args(argv)[0].use_cpu
+    on_cpu = use_cpu or not torch.accelerator.is_available()
+    if on_cpu and "use_cpu" in given and not use_cpu:
+        recipe["bf16"] = False  # Trainer takes --bf16 on a CPU only with --use_cpu True
+        reason = "--use_cpu False was given"
+    else:
+        recipe["bf16"], reason = native_bf16(use_cpu)
+    if recipe["bf16"] and on_cpu:
+        recipe["use_cpu"] = True  # TrainingArguments refuses --bf16 on a CPU without it
+    precision = "bfloat16 mixed precision" if recipe["bf16"] else "float32"
+    switch = "--bf16 False for float32" if recipe["bf16"] else "--bf16 True to train in bfloat16 anyway"
+    logger.warning(f"recipe: {precision}, as {reason}; give {switch}.")
 
 
 def _given_options(argv: list[str]) -> set[str]:
@@ -144,6 +192,7 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Augmenta
             dataset = arg.split("=", 1)[1]
     recipe = {**COMMON_DEFAULTS, **RECIPES.get(dataset, RECIPES["default"])}
     given = _given_options(argv)
+    _resolve_native_bf16(recipe, argv, given)
     if "model_name_or_path" in given:
         recipe.pop("preset")
     if "output_dir" not in given:

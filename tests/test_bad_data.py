@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from PIL import ImageFile
 
 from hf_vit import HfViTForImageClassification, build_image_processor, save_model_folder
-from hf_vit.augment import AugmentationArguments, build_train_transform, eval_transform_fn
+from hf_vit.augment import AugmentationArguments, build_train_transform, eval_transform_fn, train_transform_fn
 from hf_vit.data import DataArguments, load_image_dataset, load_image_dataset_with_skip_counts
 from hf_vit.evaluation import EvaluateArguments, evaluate_model
 from hf_vit.images import read_image_file, to_rgb
@@ -92,6 +92,24 @@ def test_every_mode_and_size_gives_the_same_pixels_in_training_and_evaluation(mo
     every_augmentation = AugmentationArguments(auto_augment="trivial", random_erasing=1.0)
     augmented = build_train_transform(processor, every_augmentation)(image)
     assert augmented.shape == (3, 16, 16) and torch.isfinite(augmented).all()
+
+
+def test_training_batches_hold_the_pixels_of_the_per_image_transform(processor):
+    """The training split normalises whole batches; its pixels must be those of `build_train_transform`, image by
+    image, under the same seed (bit for bit: the batched steps are elementwise)."""
+    images = [make(size) for make, _ in MODES.values() for size in SIZES]
+    augmented = AugmentationArguments(auto_augment="trivial")
+    torch.manual_seed(0)
+    batched = train_transform_fn(processor, augmented)({"image": images, "label": [0] * len(images)})
+    torch.manual_seed(0)
+    one_by_one = [build_train_transform(processor, augmented)(image) for image in images]
+    assert len(batched["pixel_values"]) == len(images) and batched["labels"] == [0] * len(images)
+    for image, expected in zip(batched["pixel_values"], one_by_one, strict=True):
+        assert torch.equal(image, expected)
+
+    erased = train_transform_fn(processor, AugmentationArguments(random_erasing=1.0))
+    for image in erased({"image": images, "label": [0] * len(images)})["pixel_values"]:
+        assert image.shape == (3, 16, 16) and (image == 0).all(dim=0).any()  # erased to 0, the normalised mean
 
 
 def test_predict_reads_every_mode_and_size_as_training_does(model_folder, tmp_path):

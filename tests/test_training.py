@@ -10,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset, DatasetDict, Features, Image, Value
 from huggingface_hub import ModelCard
 from PIL import Image as PILImage
+from safetensors import safe_open
 
 from hf_vit.data import DataArguments, load_image_dataset
 from hf_vit.evaluation import EvaluateArguments, evaluate_model
+from hf_vit.plots import epoch_evaluations
 from hf_vit.prediction import predict
 from hf_vit.training import main as train_main
 from hf_vit.training import parse_args, run_training
@@ -75,7 +78,8 @@ def test_training_leaves_a_complete_model_folder(digits_folder):
 
     state = json.loads((digits_folder / "trainer_state.json").read_text())
     epochs = [entry["epoch"] for entry in state["log_history"] if "eval_accuracy" in entry]
-    assert epochs[:3] == [1.0, 2.0, 3.0]
+    assert epochs == [1.0, 2.0, 3.0, 3.0]  # the last: the best model, evaluated after training
+    assert [entry["epoch"] for entry in epoch_evaluations(state["log_history"])] == [1.0, 2.0, 3.0]  # as plotted
     assert state["best_metric"] == max(e["eval_accuracy"] for e in state["log_history"] if "eval_accuracy" in e)
 
     for picture in ("training_curves.png", "confusion_matrix.png"):
@@ -208,6 +212,43 @@ def test_recipe_defaults_and_command_line_precedence():
     assert model_args.preset == "vit-mnist-convstem-patch8-28" and training_args.learning_rate == 0.01
     assert training_args.per_device_train_batch_size == 64 and training_args.dataloader_num_workers == 0
     assert training_args.output_dir == "outputs/fashion_mnist-vit-mnist-convstem-patch8-28"
+
+
+def cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        return next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or not os.path.exists("/proc/cpuinfo"), reason="reads a CPU's flags")
+def test_fashion_mnist_recipe_trains_in_bf16_where_the_cpu_computes_it_and_says_so(caplog):
+    native = bool({"avx512_bf16", "amx_tile"} & cpu_flags())  # the kernel's reading of the CPU, not torch's
+    with caplog.at_level("WARNING", logger="hf_vit"):
+        _, _, _, training_args = parse_args(["--dataset", "fashion_mnist"])
+    assert training_args.bf16 is native and training_args.use_cpu is native  # Trainer takes CPU bf16 with use_cpu
+    expected = "bfloat16 mixed precision, as this CPU computes" if native else "float32, as this CPU has no native"
+    assert f"recipe: {expected}" in caplog.text
+    for given in (["--bf16", "False"], ["--bf16=false"], ["--fp16", "False"]):
+        _, _, _, training_args = parse_args(["--dataset", "fashion_mnist", *given])
+        assert training_args.bf16 is False and training_args.use_cpu is False
+    for given in (["--use_cpu", "False"], ["--use-cpu=false"]):
+        _, _, _, training_args = parse_args(["--dataset", "fashion_mnist", *given])
+        assert training_args.bf16 is False
+    _, _, _, training_args = parse_args(["--dataset", "fashion_mnist", "--use_cpu"])
+    assert training_args.bf16 is native and training_args.use_cpu is True
+    _, _, _, training_args = parse_args([])  # the digits recipe stays in float32
+    assert training_args.bf16 is False and training_args.use_cpu is False
+
+
+def test_bf16_training_on_cpu_learns_and_saves_float32_weights(tmp_path):
+    """What the Fashion-MNIST recipe turns on where the CPU computes bfloat16: Trainer's autocast on the CPU."""
+    output_dir = tmp_path / "bf16"
+    argv = ["--output_dir", str(output_dir), "--num_train_epochs", "3", "--config_overrides", TINY, *QUIET]
+    assert train_main([*argv, "--bf16", "True", "--use_cpu", "True"]) == 0
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert results["test_accuracy"] > 0.2, "three epochs on the digits should beat chance (0.1) clearly"
+    with safe_open(output_dir / "model.safetensors", "pt") as weights:
+        assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"F32"}
+    assert "| bf16 | True |" in (output_dir / "README.md").read_text()
 
 
 @pytest.mark.parametrize(
