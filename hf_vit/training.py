@@ -111,7 +111,7 @@ RECIPES = {
         # stem (64, 128, 256 channels, against 32, 64, 128) then gave 0.920; depth 8 instead tracked depth 6 for 10
         # epochs at a pace that needed 30 minutes for 24.
         "random_crop": False,
-        # bfloat16 autocast where the device computes it natively (NATIVE_BF16): 1.4-1.6x the float32 training step
+        # bfloat16 autocast where the device computes it natively (NATIVE_BF16): 1.3-1.45x the float32 training step
         # on an AMD EPYC with AVX512-BF16 (measured interleaved); the whole run took 22 instead of 27 minutes and gave
         # 0.923 test accuracy (float32: 0.920). Elsewhere float32, and the log says which.
         "bf16": NATIVE_BF16,
