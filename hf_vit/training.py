@@ -159,15 +159,17 @@ def _resolve_native_bf16(recipe: dict, argv: list[str], given: set[str]) -> None
     reader.add_argument("--use_cpu", "--use-cpu", type=string_to_bool, nargs="?", const=True, default=False)
     use_cpu = reader.parse_known_args(argv)[0].use_cpu
     on_cpu = use_cpu or not torch.accelerator.is_available()
+    switch = "--bf16 True to train in bfloat16 anyway"
     if on_cpu and "use_cpu" in given and not use_cpu:
         recipe["bf16"] = False  # Trainer takes --bf16 on a CPU only with --use_cpu True
-        reason = "--use_cpu False was given"
+        reason, switch = "--use_cpu False was given", "--use_cpu True --bf16 True for bfloat16"
     else:
         recipe["bf16"], reason = native_bf16(use_cpu)
-    if recipe["bf16"] and on_cpu:
-        recipe["use_cpu"] = True  # TrainingArguments refuses --bf16 on a CPU without it
+    if recipe["bf16"]:
+        switch = "--bf16 False for float32"
+        if on_cpu:
+            recipe["use_cpu"] = True  # TrainingArguments refuses --bf16 on a CPU without it
     precision = "bfloat16 mixed precision" if recipe["bf16"] else "float32"
-    switch = "--bf16 False for float32" if recipe["bf16"] else "--bf16 True to train in bfloat16 anyway"
     logger.warning(f"recipe: {precision}, as {reason}; give {switch}.")
 
 

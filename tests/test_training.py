@@ -231,8 +231,10 @@ def test_fashion_mnist_recipe_trains_in_bf16_where_the_cpu_computes_it_and_says_
         _, _, _, training_args = parse_args(["--dataset", "fashion_mnist", *given])
         assert training_args.bf16 is False and training_args.use_cpu is False
     for given in (["--use_cpu", "False"], ["--use-cpu=false"]):
-        _, _, _, training_args = parse_args(["--dataset", "fashion_mnist", *given])
+        with caplog.at_level("WARNING", logger="hf_vit"):
+            _, _, _, training_args = parse_args(["--dataset", "fashion_mnist", *given])
         assert training_args.bf16 is False
+    assert "recipe: float32, as --use_cpu False was given; give --use_cpu True --bf16 True" in caplog.text
     _, _, _, training_args = parse_args(["--dataset", "fashion_mnist", "--use_cpu"])
     assert training_args.bf16 is native and training_args.use_cpu is True
     _, _, _, training_args = parse_args([])  # the digits recipe stays in float32
