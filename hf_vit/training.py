@@ -131,20 +131,25 @@ RECIPES = {
 PARSED_TYPES = (ModelArguments, DataArguments, AugmentationArguments, TrainingArguments)
 
 
-def native_bf16(use_cpu: bool) -> tuple[bool, str]:
-    """Whether the device Trainer trains on computes bfloat16 in hardware, and why: a CUDA GPU of compute capability
-    8.0 or newer, or a CPU with AVX512-BF16 or AMX (where oneDNN runs bfloat16 products; without them it emulates
-    them, slower than float32). Other accelerators (MPS, XPU, ...) are not judged here: they train in float32."""
-    if not use_cpu and torch.cuda.is_available():
+def native_bf16(on_cpu: bool) -> tuple[bool, str]:
+    """Whether the device Trainer trains on (the CPU, or else the accelerator) computes bfloat16 in hardware, and why:
+    a CPU with AVX512-BF16 or AMX (where oneDNN runs bfloat16 products; without them it emulates them, slower than
+    float32), or a CUDA GPU of compute capability 8.0 or newer. Other accelerators (MPS, XPU, ...) are not judged
+    here: they train in float32."""
+    if on_cpu:
+        # Private, but torch's own test of the CPU flags oneDNN reads (no public one); absent means not known to exist.
+        native = (
+            getattr(torch.cpu, "_is_avx512_bf16_supported", bool)()
+            or getattr(torch.cpu, "_is_amx_tile_supported", bool)()
+        )
+        if native:
+            return True, "this CPU computes bfloat16 natively (AVX512-BF16 or AMX)"
+        return False, "this CPU has no native bfloat16 (no AVX512-BF16, no AMX)"
+    if torch.cuda.is_available():
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return True, f"{torch.cuda.get_device_name()} computes bfloat16 natively"
         return False, f"{torch.cuda.get_device_name()} has no native bfloat16"
-    if not use_cpu and torch.accelerator.is_available():
-        return False, f"bfloat16 is not judged on {torch.accelerator.current_accelerator().type}"
-    # Private, but torch's own test of the CPU flags oneDNN reads (no public one); absent means not known to exist.
-    if getattr(torch.cpu, "_is_avx512_bf16_supported", bool)() or getattr(torch.cpu, "_is_amx_tile_supported", bool)():
-        return True, "this CPU computes bfloat16 natively (AVX512-BF16 or AMX)"
-    return False, "this CPU has no native bfloat16 (no AVX512-BF16, no AMX)"
+    return False, f"bfloat16 is not judged on {torch.accelerator.current_accelerator().type}"
 
 
 def _resolve_native_bf16(recipe: dict, argv: list[str], given: set[str]) -> None:
@@ -164,7 +169,7 @@ def _resolve_native_bf16(recipe: dict, argv: list[str], given: set[str]) -> None
         recipe["bf16"] = False  # Trainer takes --bf16 on a CPU only with --use_cpu True
         reason, switch = "--use_cpu False was given", "--use_cpu True --bf16 True for bfloat16"
     else:
-        recipe["bf16"], reason = native_bf16(use_cpu)
+        recipe["bf16"], reason = native_bf16(on_cpu)
     if recipe["bf16"]:
         switch = "--bf16 False for float32"
         if on_cpu:
