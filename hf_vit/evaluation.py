@@ -9,10 +9,13 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTImageProcessor
 from transformers.utils import logging
 
+from . import speedups
 from .augment import collate, eval_transform_fn
 from .data import LABEL_COLUMN, DataArguments, load_image_dataset_with_skip_counts
 from .modeling_hf_vit import HfViTForImageClassification
 from .training import build_compute_metrics
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -41,7 +44,7 @@ def evaluate_model(args: EvaluateArguments, data_args: DataArguments, raw_datase
     splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)
     if args.split not in splits:
         raise ValueError(f"--split {args.split!r} must be one of {list(splits)}.")
-    model = HfViTForImageClassification.from_pretrained(args.model)
+    model = speedups.apply_and_log(HfViTForImageClassification.from_pretrained(args.model), logger.warning)
     processor = ViTImageProcessor.from_pretrained(args.model)
     dataset = align_labels(splits[args.split], model.config.label2id, args.model)
     training_args = TrainingArguments(

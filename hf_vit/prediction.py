@@ -7,9 +7,13 @@ import sys
 from pathlib import Path
 
 from transformers import AutoImageProcessor, pipeline
+from transformers.utils import logging
 
+from . import speedups
 from .images import read_image_file
 from .modeling_hf_vit import HfViTForImageClassification
+
+logger = logging.get_logger(__name__)
 
 
 def predict(model: str, images: list[str], top_k: int = 5) -> list[list[dict]]:
@@ -22,7 +26,7 @@ def predict(model: str, images: list[str], top_k: int = 5) -> list[list[dict]]:
     # hf_vit's own classes, not the folder's code files: predicting never runs code that came with a checkpoint.
     classifier = pipeline(
         "image-classification",
-        model=HfViTForImageClassification.from_pretrained(model),
+        model=speedups.apply_and_log(HfViTForImageClassification.from_pretrained(model), logger.warning),
         image_processor=AutoImageProcessor.from_pretrained(model),
     )
     top_k = min(top_k, classifier.model.config.num_labels)

@@ -5,6 +5,7 @@ Options are parsed with `HfArgumentParser`, so every `TrainingArguments` option 
 examples. Each built-in data set has a default recipe; options given on the command line win over it."""
 
 import argparse
+import difflib
 import json
 import re
 import shlex
@@ -18,8 +19,9 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTImageP
 from transformers.hf_argparser import string_to_bool
 from transformers.utils import logging
 
+from . import speedups
 from .augment import AugmentationArguments, MixingCollator, collate, eval_transform_fn, train_transform_fn
-from .configuration_hf_vit import PRESETS, HfViTConfig
+from .configuration_hf_vit import HfViTConfig
 from .data import DataArguments, dataset_slug, load_image_dataset_with_skip_counts
 from .hub import push_model
 from .metrics import load_metric
@@ -35,6 +37,7 @@ from .preflight import (
     resolve_resume_checkpoint,
     warn_if_resume_is_not_exact,
 )
+from .presets import PRESETS, preset_config
 from .processing import build_image_processor, save_model_folder
 
 logger = logging.get_logger("hf_vit")
@@ -131,18 +134,22 @@ RECIPES = {
 PARSED_TYPES = (ModelArguments, DataArguments, AugmentationArguments, TrainingArguments)
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has AVX512-BF16 or AMX, where oneDNN runs bfloat16 products in hardware (without them it
+    emulates them, slower than float32). Private, but torch's own test of the flags oneDNN reads (there is no public
+    one); absent means not known to exist."""
+    return (
+        getattr(torch.cpu, "_is_avx512_bf16_supported", bool)() or getattr(torch.cpu, "_is_amx_tile_supported", bool)()
+    )
+
+
 def native_bf16(on_cpu: bool) -> tuple[bool, str]:
     """Whether the device Trainer trains on (the CPU, or else the accelerator) computes bfloat16 in hardware, and why:
     a CPU with AVX512-BF16 or AMX (where oneDNN runs bfloat16 products; without them it emulates them, slower than
     float32), or a CUDA GPU of compute capability 8.0 or newer. Other accelerators (MPS, XPU, ...) are not judged
     here: they train in float32."""
     if on_cpu:
-        # Private, but torch's own test of the CPU flags oneDNN reads (no public one); absent means not known to exist.
-        native = (
-            getattr(torch.cpu, "_is_avx512_bf16_supported", bool)()
-            or getattr(torch.cpu, "_is_amx_tile_supported", bool)()
-        )
-        if native:
+        if cpu_computes_bf16():
             return True, "this CPU computes bfloat16 natively (AVX512-BF16 or AMX)"
         return False, "this CPU has no native bfloat16 (no AVX512-BF16, no AMX)"
     if torch.cuda.is_available():
@@ -238,9 +245,14 @@ def parse_overrides(text: str | None) -> dict:
             overrides[key.strip()] = json.loads(value.strip().lower() if value.strip() in ("True", "False") else value)
         except json.JSONDecodeError:
             overrides[key.strip()] = value.strip()
-    unknown = sorted(set(overrides) - set(HfViTConfig().to_dict()))
+    # A config keeps keys it does not know (as transformers' do), so a misspelt field would be ignored silently:
+    # names a person types are checked here, with a spelling hint.
+    known = set(HfViTConfig().to_dict())
+    unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"--config_overrides: {unknown} are not HfViTConfig fields.")
+        hints = [f"{name!r}" + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(name, known, 1))
+                 for name in unknown]  # fmt: skip
+        raise ValueError(f"--config_overrides: {', '.join(hints)} are not HfViTConfig fields; fix the spelling.")
     return overrides
 
 
@@ -260,7 +272,7 @@ def build_config(model_args: ModelArguments, label_names: list[str]) -> HfViTCon
     --ignore_mismatched_sizes (transformers' convention)."""
     overrides = parse_overrides(model_args.config_overrides)
     if model_args.model_name_or_path is None:
-        return HfViTConfig.from_preset(model_args.preset, **overrides, **_label_fields(label_names))
+        return preset_config(model_args.preset, **overrides, **_label_fields(label_names))
     source = model_args.model_name_or_path
     try:
         base_config = HfViTConfig.from_pretrained(source)
@@ -453,6 +465,7 @@ def prepare_training(
     config = build_config(model_args, label_names)
     check_free_space(output_dir, config, training_args, len(splits["train"]))
     model, processor = build_model(model_args, label_names, config)
+    speedups.apply_and_log(model, logger.warning)
 
     train_set = splits["train"].with_transform(train_transform_fn(processor, augmentation_args))
     eval_sets = {name: splits[name].with_transform(eval_transform_fn(processor)) for name in ("validation", "test")}

@@ -16,6 +16,7 @@ from huggingface_hub import ModelCard
 from PIL import Image as PILImage
 from safetensors import safe_open
 
+from hf_vit import training
 from hf_vit.data import DataArguments, load_image_dataset
 from hf_vit.evaluation import EvaluateArguments, evaluate_model
 from hf_vit.plots import epoch_evaluations
@@ -219,9 +220,16 @@ def cpu_flags() -> set[str]:
         return next((set(line.split(":", 1)[1].split()) for line in cpuinfo if line.startswith("flags")), set())
 
 
-@pytest.mark.skipif(torch.cuda.is_available() or not os.path.exists("/proc/cpuinfo"), reason="reads a CPU's flags")
-def test_fashion_mnist_recipe_trains_in_bf16_where_the_cpu_computes_it_and_says_so(caplog):
-    native = bool({"avx512_bf16", "amx_tile"} & cpu_flags())  # the kernel's reading of the CPU, not torch's
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads a CPU's flags")
+def test_bf16_detection_reads_the_cpu_as_the_kernel_does():
+    assert training.cpu_computes_bf16() is bool({"avx512_bf16", "amx_tile"} & cpu_flags())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="judges the CPU as the training device")
+@pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
+def test_fashion_mnist_recipe_trains_in_bf16_where_the_cpu_computes_it_and_says_so(native, monkeypatch, caplog):
+    """Both kinds of CPU, on any machine: the detection is forced (its own reading is tested above)."""
+    monkeypatch.setattr(training, "cpu_computes_bf16", lambda: native)
     with caplog.at_level("WARNING", logger="hf_vit"):
         _, _, _, training_args = parse_args(["--dataset", "fashion_mnist"])
     assert training_args.bf16 is native and training_args.use_cpu is native  # Trainer takes CPU bf16 with use_cpu
