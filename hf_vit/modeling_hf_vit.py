@@ -313,7 +313,7 @@ class HfViTPreTrainedModel(PreTrainedModel):
         return (model, loading_info) if want_loading_info else model
 
     def _init_weights(self, module: nn.Module):
-        # transformers.initialization skips tensors that from_pretrained has already loaded.
+        # Linears and convolutions: truncated normal, as timm and big_vision (transformers' default is a plain normal).
         std = self.config.initializer_range
         heads = (getattr(self, "classifier", None), getattr(self, "distillation_classifier", None))
         if isinstance(module, nn.Linear) and any(module is head for head in heads):
@@ -324,15 +324,8 @@ class HfViTPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+            super()._init_weights(module)  # transformers' own: weights one, biases zero (BatchNorm statistics reset)
         elif isinstance(module, HfViTLayerScale):
             init.constant_(module.gamma, self.config.layerscale_init)
         elif isinstance(module, HfViTEmbeddings):

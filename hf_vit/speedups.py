@@ -12,7 +12,7 @@ kind of CPU lives here, in the installed package, and changes no weight and no s
   outweigh its savings on short sequences. Registered in transformers' `AttentionInterface` as
   `"hf_vit_short_sdpa"`; longer sequences, other devices and torch.compile take transformers' sdpa unchanged.
 
-Both compute the same functions, rounded differently by float32 ulps. Measured effects: docs/benchmarks.md.
+Both compute the same functions, rounded differently by float32 ulps. Measured effects: docs/performance.md.
 `hf-vit train`, `evaluate`, `predict` and `benchmark` call `apply` and log what it changed.
 """
 
