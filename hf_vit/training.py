@@ -21,6 +21,7 @@ from transformers.utils import logging
 from .augment import AugmentationArguments, MixingCollator, collate, eval_transform_fn, train_transform_fn
 from .configuration_hf_vit import PRESETS, HfViTConfig
 from .data import DataArguments, dataset_slug, load_image_dataset_with_skip_counts
+from .distributed import check_launch, launch_defaults
 from .hub import push_model
 from .metrics import load_metric
 from .model_card import build_model_card, require_template
@@ -200,6 +201,7 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Augmenta
     recipe = {**COMMON_DEFAULTS, **RECIPES.get(dataset, RECIPES["default"])}
     given = _given_options(argv)
     _resolve_native_bf16(recipe, argv, given)
+    launch_defaults(recipe, argv, given)
     if "model_name_or_path" in given:
         recipe.pop("preset")
     if "output_dir" not in given:
@@ -440,6 +442,7 @@ def prepare_training(
     """Everything before `trainer.train()`, cheapest checks first: the output folder is writable and the checkpoint
     to resume from complete (before the data is loaded), the disk holds the run (before the model is built)."""
     require_template()
+    check_launch(training_args)
     output_dir = Path(training_args.output_dir)
     check_output_dir_writable(output_dir)
     training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
