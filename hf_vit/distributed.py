@@ -9,9 +9,12 @@ the main process's is saved. `launch_defaults` fills in what makes the launch sh
 that still would not."""
 
 import argparse
+import json
 import os
 
 import torch
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from transformers import TrainingArguments
 from transformers.hf_argparser import string_to_bool
 from transformers.training_args import ParallelMode
@@ -24,6 +27,8 @@ logger = logging.get_logger("hf_vit")
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 # Backends that need an accelerator: on a CPU they cannot start.
 ACCELERATOR_ONLY_BACKENDS = ("nccl", "xccl", "hccl", "cncl", "mccl")
+# FSDP's unit of sharding: each transformer block is gathered for its own forward and backward, then freed.
+FSDP_WRAPPED_LAYER = "HfViTLayer"
 
 
 def launched_world_size() -> int:
@@ -48,12 +53,17 @@ def trains_on_cpu(use_cpu: bool) -> bool:
     return asked or not torch.accelerator.is_available()
 
 
-def launch_defaults(recipe: dict, argv: list[str], given: set[str]) -> None:
-    """Under a launch of several processes, the options that make Trainer train them as one data parallel run, as
-    recipe defaults (an option on the command line wins; `check_launch` then refuses one that would not shard): on a
-    CPU `use_cpu` (Accelerate's switch to data parallel on the CPU) and the gloo backend, on CUDA nccl."""
+def launch_defaults(recipe: dict, argv: list[str], given: set[str]) -> list[str]:
+    """The command line, and the recipe defaults, that make Trainer train the processes of a launch as one data
+    parallel run (an option on the command line wins; `check_launch` then refuses one that would not shard): on a
+    CPU `use_cpu` (Accelerate's switch to data parallel on the CPU) and the gloo backend, on CUDA nccl; with --fsdp,
+    `HfViTLayer` as the wrapped layer. `--fsdp True` / `--fsdp False` (the spelling transformers' deprecation message
+    suggests, which its parser refuses as an unknown FSDP option) become the bare `--fsdp` and nothing."""
+    argv = _fsdp_switch(argv)
+    if _fsdp_is_on(argv) and "fsdp_config" not in given:
+        recipe["fsdp_config"] = json.dumps({"transformer_layer_cls_to_wrap": [FSDP_WRAPPED_LAYER]})
     if launched_world_size() <= 1:
-        return
+        return argv
     use_cpu = _given_use_cpu(argv)
     if use_cpu is None:
         use_cpu = bool(recipe.get("use_cpu", False))
@@ -75,6 +85,26 @@ def launch_defaults(recipe: dict, argv: list[str], given: set[str]) -> None:
             f"--ddp_backend {given_backend} needs an accelerator, and this run trains on the CPU. Leave --ddp_backend "
             "out (hf_vit then picks gloo on a CPU and nccl on CUDA GPUs) or give --ddp_backend gloo."
         )
+    return argv
+
+
+def _fsdp_switch(argv: list[str]) -> list[str]:
+    """`--fsdp True|False` (any case, or `=`) as transformers' parser takes them: the bare flag, or nothing."""
+    switched, index = [], 0
+    while index < len(argv):
+        arg, following = argv[index], argv[index + 1] if index + 1 < len(argv) else None
+        value, step = (arg.split("=", 1)[1], 1) if arg.startswith("--fsdp=") else (following, 2)
+        if (arg == "--fsdp" or arg.startswith("--fsdp=")) and str(value).lower() in ("true", "false"):
+            switched += ["--fsdp"] if str(value).lower() == "true" else []
+            index += step
+            continue
+        switched.append(arg)
+        index += 1
+    return switched
+
+
+def _fsdp_is_on(argv: list[str]) -> bool:
+    return any(arg == "--fsdp" or arg.startswith("--fsdp=") for arg in argv)
 
 
 def _argument_value(argv: list[str], name: str) -> str | None:
@@ -110,6 +140,11 @@ def check_launch(args: TrainingArguments) -> None:
             f"in mode {args.parallel_mode.value!r} (backend {args.ddp_backend or 'default'}, use_cpu "
             f"{args.use_cpu}): {how}, not one data parallel run. Fix: {fix}."
         )
+    if args.fsdp and args.world_size == 1:
+        raise ValueError(
+            "--fsdp shards the model across processes and this run has one: launch it with `torchrun "
+            "--nproc_per_node N -m hf_vit.cli train ...` (or `accelerate launch`), or leave --fsdp out."
+        )
     if args.world_size > 1 and args.process_index == 0:
         global_batch = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
         backend = args.distributed_state.backend if args.distributed_state is not None else args.ddp_backend
@@ -119,3 +154,43 @@ def check_launch(args: TrainingArguments) -> None:
             f"{global_batch} = {args.per_device_train_batch_size} per device x {args.world_size} processes x "
             f"{args.gradient_accumulation_steps} accumulation step(s)."
         )
+
+
+class FullyShardedTrainerMixin:
+    """Trainer methods (mixed in before `Trainer`) that make --fsdp shard on a CPU too, and save checkpoints of an
+    FSDP2 model that load like any hf_vit folder.
+
+    Accelerate switches to FSDP only for accelerator process groups: under a CPU (gloo) launch it sets the plugin
+    aside and silently trains plain DistributedDataParallel. FSDP2's `fully_shard` itself runs on the CPU with gloo,
+    so the shared Accelerate state is switched to FSDP here, as Accelerate does it on GPUs: both shared states (every
+    new `AcceleratorState` copies the process's type from `PartialState`), the plugin, and its mixed precision."""
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        state = self.accelerator.state
+        if self.args.fsdp_plugin_args is None or state.distributed_type != DistributedType.MULTI_CPU:
+            return
+        plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+        if state.mixed_precision != "no":
+            plugin.set_mixed_precision(state.mixed_precision)
+        PartialState().distributed_type = DistributedType.FSDP
+        state.distributed_type = DistributedType.FSDP
+        state.fsdp_plugin = plugin
+        self.is_fsdp_enabled = True
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Trainer's save, with the model's own class while it writes: FSDP2 turns the model's class into a
+        subclass defined in torch (`FSDPHfViTForImageClassification`), and `save_pretrained` would copy torch's
+        FSDP source files into the checkpoint and point config.json's `auto_map` at them. Saving with a given state
+        dict reads the config and the class, not the sharded parameters."""
+        from torch.distributed.fsdp import FSDPModule
+
+        model = self.model
+        sharded_class = type(model)
+        if not issubclass(sharded_class, FSDPModule) or not self.args.should_save:
+            return super()._save(output_dir, state_dict)
+        model.__class__ = next(cls for cls in sharded_class.__mro__ if not issubclass(cls, FSDPModule))
+        try:
+            return super()._save(output_dir, state_dict)
+        finally:
+            model.__class__ = sharded_class

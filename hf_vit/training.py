@@ -21,7 +21,7 @@ from transformers.utils import logging
 from .augment import AugmentationArguments, MixingCollator, collate, eval_transform_fn, train_transform_fn
 from .configuration_hf_vit import PRESETS, HfViTConfig
 from .data import DataArguments, dataset_slug, load_image_dataset_with_skip_counts
-from .distributed import check_launch, launch_defaults
+from .distributed import FullyShardedTrainerMixin, check_launch, launch_defaults
 from .hub import push_model
 from .metrics import load_metric
 from .model_card import build_model_card, require_template
@@ -201,7 +201,7 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Augmenta
     recipe = {**COMMON_DEFAULTS, **RECIPES.get(dataset, RECIPES["default"])}
     given = _given_options(argv)
     _resolve_native_bf16(recipe, argv, given)
-    launch_defaults(recipe, argv, given)
+    argv = launch_defaults(recipe, argv, given)
     if "model_name_or_path" in given:
         recipe.pop("preset")
     if "output_dir" not in given:
@@ -337,7 +337,7 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; training stopped before the optimizer step of that batch."""
 
 
-class ImageClassificationTrainer(Trainer):
+class ImageClassificationTrainer(FullyShardedTrainerMixin, Trainer):
     """Trainer whose training batches go through their own collator (MixUp/CutMix), while evaluation batches keep
     their integer labels; that stops at a non-finite loss; and that resumes only from complete checkpoints."""
 

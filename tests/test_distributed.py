@@ -91,6 +91,30 @@ def test_two_processes_shard_the_data_and_average_their_gradients(two_process_ru
     assert_one_complete_folder(folder, result)
 
 
+@needs_torchrun
+def test_fsdp_on_two_cpu_processes_shards_and_trains_the_data_parallel_weights(two_process_run, tmp_path):
+    folder = tmp_path / "fsdp"
+    # `--fsdp True`, as transformers' message spells it; hf_vit wraps each HfViTLayer (FSDP2, transformers' default).
+    result = torchrun(["--nproc_per_node", "2"], [*RUN, "--output_dir", str(folder), "--fsdp", "True"])
+    assert "FSDP: 2 processes (gloo backend" in result.stderr
+    checkpoint = next(folder.glob("checkpoint-*"))
+    # Trainer's FSDP checkpoint (sharded model and optimizer state gathered by FSDP), not DDP's optimizer.pt ...
+    assert {"pytorch_model_fsdp.bin", "optimizer.bin"} <= {path.name for path in checkpoint.iterdir()}
+    # ... that names hf_vit's own classes, not the FSDP subclass torch makes of them.
+    assert "modeling_hf_vit.HfViTForImageClassification" in (checkpoint / "config.json").read_text()
+    assert not list(checkpoint.glob("_fsdp*.py"))
+    # The final folder: full float32 weights in safetensors, those of the data parallel run of the same seed.
+    ddp_folder, _ = two_process_run
+    assert global_step(folder) == global_step(ddp_folder)
+    assert max_difference(folder, ddp_folder) < 1e-6
+    assert_one_complete_folder(folder, result)
+
+
+def test_fsdp_in_one_process_names_the_launch(tmp_path):
+    with pytest.raises(ValueError, match="--fsdp shards the model across processes and this run has one"):
+        train_main([*RUN, "--fsdp", "--output_dir", str(tmp_path / "never")])
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
