@@ -116,6 +116,11 @@ def _argument_value(argv: list[str], name: str) -> str | None:
     return None
 
 
+def fsdp_requested(args: TrainingArguments) -> bool:
+    """--fsdp, or an `accelerate launch` with FSDP (`--use_fsdp`, or `distributed_type: FSDP` in its config)."""
+    return bool(args.fsdp) or string_to_bool(os.environ.get("ACCELERATE_USE_FSDP", "false"))
+
+
 def check_launch(args: TrainingArguments) -> None:
     """Refuse a multi-process launch that Trainer would not train as one data parallel run (each process alone, or
     the data split without averaged gradients), naming the fix; and log the world size and the global batch."""
@@ -140,7 +145,7 @@ def check_launch(args: TrainingArguments) -> None:
             f"in mode {args.parallel_mode.value!r} (backend {args.ddp_backend or 'default'}, use_cpu "
             f"{args.use_cpu}): {how}, not one data parallel run. Fix: {fix}."
         )
-    if args.fsdp and args.world_size == 1:
+    if fsdp_requested(args) and args.world_size == 1:
         raise ValueError(
             "--fsdp shards the model across processes and this run has one: launch it with `torchrun "
             "--nproc_per_node N -m hf_vit.cli train ...` (or `accelerate launch`), or leave --fsdp out."
@@ -148,7 +153,7 @@ def check_launch(args: TrainingArguments) -> None:
     if args.world_size > 1 and args.process_index == 0:
         global_batch = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
         backend = args.distributed_state.backend if args.distributed_state is not None else args.ddp_backend
-        sharding = "FSDP" if args.fsdp else "data parallel"
+        sharding = "FSDP" if fsdp_requested(args) else "data parallel"
         logger.warning(
             f"{sharding}: {args.world_size} processes ({backend} backend, device {args.device.type}); global batch "
             f"{global_batch} = {args.per_device_train_batch_size} per device x {args.world_size} processes x "
@@ -168,9 +173,11 @@ class FullyShardedTrainerMixin:
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
         state = self.accelerator.state
-        if self.args.fsdp_plugin_args is None or state.distributed_type != DistributedType.MULTI_CPU:
+        if not fsdp_requested(self.args) or state.distributed_type != DistributedType.MULTI_CPU:
             return
-        plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+        # From --fsdp / --fsdp_config, else from `accelerate launch`'s FSDP settings (FSDP_* variables), as Accelerate.
+        plugin_args = self.args.fsdp_plugin_args or {}
+        plugin = FullyShardedDataParallelPlugin(**plugin_args)
         if state.mixed_precision != "no":
             plugin.set_mixed_precision(state.mixed_precision)
         PartialState().distributed_type = DistributedType.FSDP
