@@ -3,6 +3,7 @@ one-process runs of the same seed and data."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,36 @@ def test_fsdp_on_two_cpu_processes_shards_and_trains_the_data_parallel_weights(t
     assert global_step(folder) == global_step(ddp_folder)
     assert max_difference(folder, ddp_folder) < 1e-6
     assert_one_complete_folder(folder, result)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@needs_torchrun
+def test_two_nodes_on_this_machine_train_one_model(two_process_run, one_process_runs, tmp_path):
+    """Two `torchrun` invocations, one per "node", one process each, meeting through a c10d rendezvous on
+    127.0.0.1, as two machines would meet at the first one's address."""
+    folder = tmp_path / "two_nodes"
+    rendezvous = ["--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{free_port()}", "--rdzv_id", "hf_vit"]
+    train = ["-m", "hf_vit.cli", "train", *RUN, "--output_dir", str(folder)]
+    nodes = []
+    for rank in (0, 1):
+        command = [TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank), *rendezvous, *train]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        nodes.append(subprocess.Popen(command, env=launch_env(), cwd=REPO, **pipes))
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (stdout, stderr) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, stdout[-3000:] + stderr[-5000:]
+    logs = "".join(stdout + stderr for stdout, stderr in outputs)
+    assert logs.count("global batch 64 = 32 per device x 2 processes") == 1  # logged by the main process only
+    assert global_step(folder) == global_step(one_process_runs[32]) // 2
+    ddp_folder, _ = two_process_run
+    assert max_difference(folder, ddp_folder) < 1e-6
+    assert max_difference(folder, one_process_runs[64]) < 1e-5
+    assert_one_complete_folder(folder, subprocess.CompletedProcess([], 0, logs, ""))
 
 
 def test_fsdp_in_one_process_names_the_launch(tmp_path):
