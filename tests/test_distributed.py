@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_vit.training import main as train_main
+from hf_vit.training import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
@@ -139,6 +140,18 @@ def test_two_nodes_on_this_machine_train_one_model(two_process_run, one_process_
     assert max_difference(folder, ddp_folder) < 1e-6
     assert max_difference(folder, one_process_runs[64]) < 1e-5
     assert_one_complete_folder(folder, subprocess.CompletedProcess([], 0, logs, ""))
+
+
+@pytest.mark.parametrize(
+    ("argv", "sharded"),
+    [(["--fsdp"], True), (["--fsdp", "True"], True), (["--fsdp=true"], True), (["--fsdp", "False"], False), ([], 0)],
+)
+def test_fsdp_switch_spellings_and_the_default_sharding_unit(argv, sharded, tmp_path):
+    training_args = parse_args([*argv, "--output_dir", str(tmp_path)])[3]
+    assert bool(training_args.fsdp) is bool(sharded)
+    if sharded:
+        assert training_args.fsdp_plugin_args["transformer_cls_names_to_wrap"] == "HfViTLayer"
+        assert training_args.fsdp_plugin_args["fsdp_version"] == 2
 
 
 def test_fsdp_in_one_process_names_the_launch(tmp_path):
