@@ -98,6 +98,14 @@ class DataArguments:
             "cores this process may use, shared between the processes of a multi-process launch on this machine."
         },
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read a Hub data set as a stream (datasets' streaming=True) instead of downloading it whole: "
+            "needs --max_steps; validation and test are the first --max_eval_samples images (default 1,000) of the "
+            "set's validation and test splits (or --eval_split / --test_split), read into memory."
+        },
+    )
     skip_bad_images: bool = field(
         default=False,
         metadata={
@@ -111,6 +119,13 @@ class DataArguments:
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
                 raise ValueError(f"--{name} {value} must be between 0 and 1 (exclusive), e.g. 0.1.")
+        if self.streaming and self.dataset in BUILTIN_DATASETS:
+            raise ValueError(f"--streaming is for Hub data sets; {self.dataset!r} is built in memory: leave it out.")
+        if self.streaming and self.skip_bad_images:
+            raise ValueError(
+                "--skip_bad_images needs every image decoded before the run, and --streaming reads the training "
+                "images only while training (an unusable one stops the run there): give one of the two."
+            )
         if self.image_check not in IMAGE_CHECKS:
             raise ValueError(f"--image_check {self.image_check!r} must be one of {', '.join(IMAGE_CHECKS)}.")
         for name in ("max_train_samples", "max_eval_samples", "image_check_sample_size", "image_check_num_proc"):

@@ -37,6 +37,7 @@ from .preflight import (
     warn_if_resume_is_not_exact,
 )
 from .processing import build_image_processor, save_model_folder
+from .streaming import load_streaming_splits, split_size, streaming_defaults, train_images, with_batch_transform
 
 logger = logging.get_logger("hf_vit")
 
@@ -202,6 +203,7 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Augmenta
     given = _given_options(argv)
     _resolve_native_bf16(recipe, argv, given)
     argv = launch_defaults(recipe, argv, given)
+    streaming_defaults(recipe, argv, given)
     if "model_name_or_path" in given:
         recipe.pop("preset")
     if "output_dir" not in given:
@@ -449,15 +451,18 @@ def prepare_training(
     check_resume_learning_rate(training_args.resume_from_checkpoint, training_args)
     warn_if_resume_is_not_exact(training_args.resume_from_checkpoint, augmentation_args)
     set_seed(training_args.seed)
-    splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)
+    if data_args.streaming:
+        splits, skipped_bad_images = load_streaming_splits(data_args, training_args.seed), {}
+    else:
+        splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)
     label_names = splits["train"].features["label"].names
-    logger.warning(f"data: {', '.join(f'{name} {len(split)}' for name, split in splits.items())} images, "
+    logger.warning(f"data: {', '.join(f'{name} {split_size(split)}' for name, split in splits.items())} images, "
                    f"{len(label_names)} labels")  # fmt: skip
     config = build_config(model_args, label_names)
-    check_free_space(output_dir, config, training_args, len(splits["train"]))
+    check_free_space(output_dir, config, training_args, train_images(splits["train"], training_args))
     model, processor = build_model(model_args, label_names, config)
 
-    train_set = splits["train"].with_transform(train_transform_fn(processor, augmentation_args))
+    train_set = with_batch_transform(splits["train"], train_transform_fn(processor, augmentation_args))
     eval_sets = {name: splits[name].with_transform(eval_transform_fn(processor)) for name in ("validation", "test")}
     train_collator = collate
     if augmentation_args.mixup_alpha > 0 or augmentation_args.cutmix_alpha > 0:
@@ -527,7 +532,7 @@ def run_training(
             dataset=data_args.dataset,
             config=trainer.model.config,
             results=results,
-            split_sizes={name: len(split) for name, split in setup.splits.items()},
+            split_sizes={name: split_size(split) for name, split in setup.splits.items()},
             training_args=training_args,
             augmentation_args=augmentation_args,
             train_runtime_s=train_result.metrics["train_runtime"],
