@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_hub import hf_vit_cli, hub, hub_env  # noqa: F401  (hub: the server fixture)
+from test_hub import hub, hub_env  # noqa: F401  (hub: the server fixture)
 
 from hf_vit.training import parse_args
 
@@ -39,12 +39,20 @@ def test_streaming_trains_and_evaluates_on_a_bounded_declared_number_of_images(h
     assert len(train_files) == 4, train_files
 
     output = tmp_path / "run"
-    result = hf_vit_cli(
-        ["train", "--dataset", REPO_ID, "--streaming", "--max_steps", "6", "--per_device_train_batch_size", "16",
-         "--max_eval_samples", str(EVAL_IMAGES), "--preset", "vit-digits-patch2-8", "--config_overrides", TINY,
-         "--output_dir", str(output), "--report_to", "none", "--disable_tqdm", "True"],
-        env, tmp_path,
-    )  # fmt: skip
+    train = ["--dataset", REPO_ID, "--streaming", "--max_steps", "6", "--per_device_train_batch_size", "16",
+             "--max_eval_samples", str(EVAL_IMAGES), "--preset", "vit-digits-patch2-8", "--config_overrides", TINY,
+             "--output_dir", str(output), "--report_to", "none", "--disable_tqdm", "True"]  # fmt: skip
+    # `hf-vit evaluate --streaming` must read the same declared test images: run in the same interpreter (the
+    # commands' own `main` functions) to spare a second start of torch and transformers.
+    evaluate = ["--model", str(output), "--dataset", REPO_ID, "--streaming", "--max_eval_samples", str(EVAL_IMAGES),
+                "--split", "test"]  # fmt: skip
+    code = (
+        "from hf_vit.training import main as train\nfrom hf_vit.evaluation import main as evaluate\n"
+        f"train({train!r})\nprint('EVALUATE')\nevaluate({evaluate!r})"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert (
         f"--streaming: validation is the first {EVAL_IMAGES} images of 'validation', test the first {EVAL_IMAGES} "
         "images of 'test'" in result.stderr
@@ -56,13 +64,8 @@ def test_streaming_trains_and_evaluates_on_a_bounded_declared_number_of_images(h
     # Read as a stream: no parquet file of the set was downloaded into the cache.
     assert not list((tmp_path / "home").rglob("*.parquet"))
 
-    # `hf-vit evaluate --streaming` reads the same declared test images and reproduces the accuracy.
-    evaluated = hf_vit_cli(
-        ["evaluate", "--model", str(output), "--dataset", REPO_ID, "--streaming", "--max_eval_samples",
-         str(EVAL_IMAGES), "--split", "test"],
-        env, tmp_path,
-    )  # fmt: skip
-    metrics = json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
+    evaluated = result.stdout[result.stdout.index("EVALUATE") :]
+    metrics = json.loads(evaluated[evaluated.index("{") :])
     results = json.loads((output / "all_results.json").read_text())
     assert metrics["test_samples"] == EVAL_IMAGES
     assert metrics["test_accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-4)
