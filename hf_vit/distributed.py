@@ -150,6 +150,18 @@ def check_launch(args: TrainingArguments) -> None:
             "--fsdp shards the model across processes and this run has one: launch it with `torchrun "
             "--nproc_per_node N -m hf_vit.cli train ...` (or `accelerate launch`), or leave --fsdp out."
         )
+    if fsdp_requested(args) and trains_on_cpu(args.use_cpu) and args.save_strategy != "no":
+        # transformers' --fsdp defaults to full state dicts; Accelerate's own FSDP settings to sharded ones.
+        plugin_args = args.fsdp_plugin_args or {}
+        state_dict_type = plugin_args.get("state_dict_type") or os.environ.get("FSDP_STATE_DICT_TYPE")
+        if str(state_dict_type or "SHARDED_STATE_DICT").upper() != "FULL_STATE_DICT":
+            raise ValueError(
+                f"FSDP on a CPU with {state_dict_type or 'SHARDED_STATE_DICT (Accelerate default)'} checkpoints: "
+                "sharded checkpoints hung at the first checkpoint on a CPU (gloo) launch here. Save full ones: "
+                "`accelerate launch --fsdp_state_dict_type FULL_STATE_DICT` (`fsdp_state_dict_type: "
+                'FULL_STATE_DICT` in its config), or `--fsdp --fsdp_config \'{"state_dict_type": '
+                '"FULL_STATE_DICT"}\'`; or train without checkpoints (--save_strategy no).'
+            )
     if args.world_size > 1 and args.process_index == 0:
         global_batch = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
         backend = args.distributed_state.backend if args.distributed_state is not None else args.ddp_backend
