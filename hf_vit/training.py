@@ -23,6 +23,7 @@ from . import speedups
 from .augment import AugmentationArguments, MixingCollator, collate, eval_transform_fn, train_transform_fn
 from .configuration_hf_vit import HfViTConfig
 from .data import DataArguments, dataset_slug, load_image_dataset_with_skip_counts
+from .distributed import FullyShardedTrainerMixin, check_launch, launch_defaults
 from .hub import push_model
 from .metrics import load_metric
 from .model_card import build_model_card, require_template
@@ -39,6 +40,7 @@ from .preflight import (
 )
 from .presets import PRESETS, preset_config
 from .processing import build_image_processor, save_model_folder
+from .streaming import load_streaming_splits, split_size, streaming_defaults, train_images, with_batch_transform
 
 logger = logging.get_logger("hf_vit")
 
@@ -207,6 +209,8 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Augmenta
     recipe = {**COMMON_DEFAULTS, **RECIPES.get(dataset, RECIPES["default"])}
     given = _given_options(argv)
     _resolve_native_bf16(recipe, argv, given)
+    argv = launch_defaults(recipe, argv, given)
+    streaming_defaults(recipe, argv, given)
     if "model_name_or_path" in given:
         recipe.pop("preset")
     if "output_dir" not in given:
@@ -347,7 +351,7 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; training stopped before the optimizer step of that batch."""
 
 
-class ImageClassificationTrainer(Trainer):
+class ImageClassificationTrainer(FullyShardedTrainerMixin, Trainer):
     """Trainer whose training batches go through their own collator (MixUp/CutMix), while evaluation batches keep
     their integer labels; that stops at a non-finite loss; and that resumes only from complete checkpoints."""
 
@@ -452,22 +456,26 @@ def prepare_training(
     """Everything before `trainer.train()`, cheapest checks first: the output folder is writable and the checkpoint
     to resume from complete (before the data is loaded), the disk holds the run (before the model is built)."""
     require_template()
+    check_launch(training_args)
     output_dir = Path(training_args.output_dir)
     check_output_dir_writable(output_dir)
     training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
     check_resume_learning_rate(training_args.resume_from_checkpoint, training_args)
     warn_if_resume_is_not_exact(training_args.resume_from_checkpoint, augmentation_args)
     set_seed(training_args.seed)
-    splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)
+    if data_args.streaming:
+        splits, skipped_bad_images = load_streaming_splits(data_args, training_args.seed), {}
+    else:
+        splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)
     label_names = splits["train"].features["label"].names
-    logger.warning(f"data: {', '.join(f'{name} {len(split)}' for name, split in splits.items())} images, "
+    logger.warning(f"data: {', '.join(f'{name} {split_size(split)}' for name, split in splits.items())} images, "
                    f"{len(label_names)} labels")  # fmt: skip
     config = build_config(model_args, label_names)
-    check_free_space(output_dir, config, training_args, len(splits["train"]))
+    check_free_space(output_dir, config, training_args, train_images(splits["train"], training_args))
     model, processor = build_model(model_args, label_names, config)
     speedups.apply_and_log(model, logger.warning)
 
-    train_set = splits["train"].with_transform(train_transform_fn(processor, augmentation_args))
+    train_set = with_batch_transform(splits["train"], train_transform_fn(processor, augmentation_args))
     eval_sets = {name: splits[name].with_transform(eval_transform_fn(processor)) for name in ("validation", "test")}
     train_collator = collate
     if augmentation_args.mixup_alpha > 0 or augmentation_args.cutmix_alpha > 0:
@@ -537,7 +545,7 @@ def run_training(
             dataset=data_args.dataset,
             config=trainer.model.config,
             results=results,
-            split_sizes={name: len(split) for name, split in setup.splits.items()},
+            split_sizes={name: split_size(split) for name, split in setup.splits.items()},
             training_args=training_args,
             augmentation_args=augmentation_args,
             train_runtime_s=train_result.metrics["train_runtime"],
