@@ -16,7 +16,6 @@ high-water mark, with malloc returning freed blocks to the system).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
@@ -33,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .cli_args import CommandParser
 from .configuration_hf_vit import HfViTConfig
 from .flops import forward_flops
 from .modeling_hf_vit import HfViTForImageClassification
@@ -467,22 +467,22 @@ def markdown(report: dict) -> str:
 
 def parse_settings(argv: list[str] | None) -> tuple[Settings, str | None]:
     """The settings, and the path for the JSON report (if any)."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="hf-vit benchmark", description="hf_vit against transformers' ViT (sdpa, eager) and timm, same weights."
     )
     parser.add_argument("--preset", default=Settings.preset, choices=sorted(PRESETS), metavar="NAME",
-                        help=f"a preset of `hf-vit info` (default {Settings.preset})")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=Settings.batch_size)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+                        help="a preset of `hf-vit info`")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=Settings.batch_size, help="images per step")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where every contender runs")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="bfloat16: autocast")
     parser.add_argument("--compile", action="store_true", help="torch.compile every contender")
     parser.add_argument("--repeats", type=int, default=Settings.repeats, help="timed rounds (median over them)")
     parser.add_argument("--warmup", type=int, default=Settings.warmup, help="untimed steps per contender and mode")
-    parser.add_argument("--num-labels", type=int, default=Settings.num_labels)
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--num-labels", type=int, default=Settings.num_labels, help="classes of the head")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (None: torch's choice)")
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS,
                         help="hf_vit: with hf_vit.speedups; hf_vit-plain: the Hub model file alone")  # fmt: skip
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="what to time")
     parser.add_argument("--onednn-linear", default="auto", choices=sorted(ONEDNN_CHOICES),
                         help="hf_vit's linears on oneDNN (auto: where hf_vit.speedups finds it faster)")  # fmt: skip
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")

@@ -1,12 +1,12 @@
 """`hf-vit info`: what can be built here, and on what."""
 
-import argparse
 import importlib.metadata
 import os
 import platform
 
 import torch
 
+from .cli_args import CommandParser
 from .flops import count_parameters, forward_flops
 from .presets import PRESETS, preset_config
 from .speedups import onednn_is_faster
@@ -55,7 +55,7 @@ def device_description() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf-vit info", description=__doc__)
+    parser = CommandParser(prog="hf-vit info", description=__doc__)
     parser.add_argument("--num-labels", type=int, default=1000, help="head size used for the parameter counts")
     args = parser.parse_args(argv)
     print(f"Presets (parameters and forward FLOPs with a {args.num_labels}-class head):\n")

@@ -24,7 +24,6 @@ the timm functions (it is in the `dev` and `convert` extras).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from ..cli_args import CommandParser
 from ..configuration_hf_vit import HfViTConfig
 from ..modeling_hf_vit import HfViTForImageClassification
 from ..processing import save_model_folder
@@ -299,7 +299,7 @@ def _read_labels(path: str) -> dict[int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="hf-vit convert", description="Convert a ViT checkpoint into an hf_vit model folder with the same logits."
     )
     parser.add_argument(
