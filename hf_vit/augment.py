@@ -92,8 +92,8 @@ def build_train_transform(processor: ViTImageProcessor, args: AugmentationArgume
 def train_transform_fn(processor: ViTImageProcessor, args: AugmentationArguments):
     """The `with_transform` function of the training split: the pixels of `build_train_transform` (the same random
     draws; with RandomErasing on, in another order), but the float conversion and normalisation run once on the whole
-    batch. Per image, v2's dispatch made these two elementwise steps 3/4 of the transform's time (measured on a 28 x 28
-    image: about 110 of 150 us); Fashion-MNIST's batches of 64 went from 19 to 12.5 ms."""
+    batch: on small images, v2's per-call dispatch, not the arithmetic, is most of these two steps' cost (figures in
+    docs/training.md)."""
     per_image, to_float, normalised = _train_steps(processor, args)
     per_image, to_float = v2.Compose(per_image), v2.Compose(to_float)
     normalised = v2.Compose(normalised) if normalised else None
