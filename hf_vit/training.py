@@ -9,7 +9,7 @@ import json
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -189,41 +189,96 @@ def _given_options(argv: list[str]) -> set[str]:
 
 
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, AugmentationArguments, TrainingArguments]:
-    """Parse the command line over the data set's recipe: the recipe fills in only options not given."""
-    parser = HfArgumentParser(PARSED_TYPES)
-    dataset = DataArguments.dataset
-    for index, arg in enumerate(argv):
-        if arg == "--dataset" and index + 1 < len(argv):
-            dataset = argv[index + 1]
-        elif arg.startswith("--dataset="):
-            dataset = arg.split("=", 1)[1]
-    recipe = {**COMMON_DEFAULTS, **RECIPES.get(dataset, RECIPES["default"])}
+    """Parse the command line over the run's recipe: the recipe's values are the parser's defaults (so `--help` shows
+    them), an option given on the command line wins, and a recipe value that would contradict it gives way."""
+    dataset = _argument_value(argv, "dataset", DataArguments.dataset)
     given = _given_options(argv)
+    recipe = {**COMMON_DEFAULTS, **RECIPES.get(dataset, RECIPES["default"])}
     _resolve_native_bf16(recipe, argv, given)
     if "model_name_or_path" in given:
         recipe.pop("preset")
     if "output_dir" not in given:
         name = recipe.get("preset") or _argument_value(argv, "model_name_or_path")
         recipe["output_dir"] = f"outputs/{dataset_slug(dataset)}-{dataset_slug(name)}"
-    defaults = []
-    for name, value in recipe.items():
-        if name not in given:
-            defaults += [f"--{name}", str(value)]
-    model_args, data_args, augmentation_args, training_args = parser.parse_args_into_dataclasses(
-        args=defaults + list(argv)
+    _settle_best_model_strategies(recipe, argv, given)
+    parser = HfArgumentParser(
+        PARSED_TYPES,
+        prog="hf-vit train",
+        description=f"Train or fine-tune a ViT on --dataset {dataset}. The defaults shown are the values this run uses "
+        "(its recipe, for the data set and the other options given); an option given wins.",
     )
+    parser.set_defaults(**recipe)
+    model_args, data_args, augmentation_args, training_args = parser.parse_args_into_dataclasses(args=list(argv))
     # Images are transformed on the fly from the `image` column, which Trainer would otherwise drop as "unused".
     training_args.remove_unused_columns = False
     return model_args, data_args, augmentation_args, training_args
 
 
-def _argument_value(argv: list[str], name: str) -> str:
+def _argument_value(argv: list[str], name: str, default: str | None = None) -> str:
+    """The value of `--name value` or `--name=value` (the last one given, as argparse takes it), else `default`."""
+    value = default
     for index, arg in enumerate(argv):
         if arg == f"--{name}" and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-    raise ValueError(f"--{name} needs a value.")
+            value = argv[index + 1]
+        elif arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+    if value is None:
+        raise ValueError(f"--{name} needs a value.")
+    return value
+
+
+def _settle_best_model_strategies(recipe: dict, argv: list[str], given: set[str]) -> None:
+    """The recipe's `load_best_model_at_end` needs an evaluation at every save (Trainer refuses it otherwise). When
+    the given options decide the evaluation and save moments, the recipe's side follows them: a strategy not given
+    takes the given one (with its steps), and where they cannot match (`no` on either side, both given and
+    different), keeping the best checkpoint gives way. The log says which."""
+    if not recipe.get("load_best_model_at_end") or "load_best_model_at_end" in given:
+        return
+
+    def value(name):
+        return str(_argument_value(argv, name) if name in given else recipe.get(name)).lower()
+
+    def give_way(reason: str) -> None:
+        recipe["load_best_model_at_end"] = False
+        logger.warning(
+            f"recipe: {reason}, so the model saved is the last one, not the best by validation "
+            f"{recipe['metric_for_best_model']} (the recipe's --load_best_model_at_end gives way)."
+        )
+
+    eval_strategy, save_strategy = value("eval_strategy"), value("save_strategy")
+    if save_strategy == "best":
+        return
+    if "no" in (eval_strategy, save_strategy):
+        side = "eval" if eval_strategy == "no" else "save"
+        return give_way(f"--{side}_strategy no was given")
+    if eval_strategy != save_strategy:
+        if {"eval_strategy", "save_strategy"} <= given:
+            return give_way(f"--eval_strategy {eval_strategy} and --save_strategy {save_strategy} differ")
+        leader, follower = ("eval", "save") if "eval_strategy" in given else ("save", "eval")
+        recipe[f"{follower}_strategy"] = value(f"{leader}_strategy")
+        if f"{leader}_steps" in given and f"{follower}_steps" not in given:
+            recipe[f"{follower}_steps"] = float(_argument_value(argv, f"{leader}_steps"))
+        logger.warning(
+            f"recipe: --{follower}_strategy follows the given --{leader}_strategy {recipe[follower + '_strategy']} "
+            "(keeping the best checkpoint needs an evaluation at every save)."
+        )
+    if value("eval_strategy") == "steps":
+        # Trainer evaluates every --eval_steps, or every --logging_steps without it; a save must fall on an evaluation.
+        defaults = {field.name: field.default for field in fields(TrainingArguments)}
+        save_steps = float(
+            value("save_steps") if "save_steps" in given else recipe.get("save_steps", defaults["save_steps"])
+        )
+        eval_steps = value("eval_steps") if "eval_steps" in given else recipe.get("eval_steps")
+        if eval_steps is None:
+            eval_steps = value("logging_steps") if "logging_steps" in given else defaults["logging_steps"]
+        if save_steps % float(eval_steps) == 0:
+            return
+        if "eval_steps" not in given:
+            recipe["eval_steps"] = save_steps
+        elif "save_steps" not in given:
+            recipe["save_steps"] = float(eval_steps)
+        else:
+            give_way(f"--save_steps {save_steps:g} is not a multiple of --eval_steps {eval_steps}")
 
 
 def parse_overrides(text: str | None) -> dict:

@@ -289,3 +289,47 @@ def test_two_process_data_parallel_run_saves_once(tmp_path):
     assert state["global_step"] == 4
     assert "| world_size | 2 |" in (output_dir / "README.md").read_text()
     assert json.loads((output_dir / "all_results.json").read_text())["test_accuracy"] >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected", "logged"),
+    [
+        (["--eval_strategy", "no"], ("no", "epoch", False), "--eval_strategy no was given"),
+        (["--save_strategy", "no"], ("epoch", "no", False), "--save_strategy no was given"),
+        (["--save_strategy", "steps", "--save_steps", "30"], ("steps", "steps", True), "--eval_strategy follows"),
+        (["--eval_strategy", "steps", "--eval_steps", "20"], ("steps", "steps", True), "--save_strategy follows"),
+        (["--eval_strategy", "epoch", "--save_strategy", "steps"], ("epoch", "steps", False), "differ"),
+        (["--eval_strategy=steps", "--eval_steps", "30", "--save_steps", "50"], ("steps", "steps", False), "multiple"),
+        (["--save_strategy", "best"], ("epoch", "best", True), None),
+    ],
+)
+def test_a_recipe_default_gives_way_to_given_strategies_and_says_so(argv, expected, logged, caplog):
+    with caplog.at_level("WARNING", logger="hf_vit"):
+        _, _, _, training_args = parse_args(argv)  # TrainingArguments itself refuses an inconsistent combination
+    strategies = (training_args.eval_strategy.value, training_args.save_strategy.value)
+    assert (*strategies, training_args.load_best_model_at_end) == expected
+    if training_args.load_best_model_at_end and "steps" in strategies:
+        assert training_args.save_steps % training_args.eval_steps == 0
+    assert (logged is None and "recipe:" not in caplog.text) or (logged and logged in caplog.text), caplog.text
+
+
+def test_a_run_without_evaluations_trains_to_the_end(tmp_path):
+    output_dir = tmp_path / "no_eval"
+    argv = ["--eval_strategy", "no", "--output_dir", str(output_dir), "--num_train_epochs", "2",
+            "--config_overrides", TINY, "--max_train_samples", "256", *QUIET]  # fmt: skip
+    assert train_main(argv) == 0
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 16 and state["best_model_checkpoint"] is None
+    assert [entry["epoch"] for entry in state["log_history"] if "eval_accuracy" in entry] == [2.0]  # the final one
+    assert 0.0 <= json.loads((output_dir / "all_results.json").read_text())["test_accuracy"] <= 1.0
+
+
+def test_help_shows_the_values_the_run_uses(capsys):
+    for argv, shown in (([], "(default: 0.001)"), (["--dataset", "fashion_mnist"], "(default: 0.0015)")):
+        with pytest.raises(SystemExit):
+            parse_args([*argv, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert (
+            "usage: hf-vit train" in text
+            and f"--learning-rate LEARNING_RATE The initial learning rate for the optimizer. {shown}" in text
+        )
