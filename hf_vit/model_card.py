@@ -153,9 +153,14 @@ def build_model_card(
     augmentation_args,
     train_runtime_s: float,
     base_model: str | None = None,
+    base_model_relation: str | None = None,
+    source_model: str | None = None,
+    license: str | None = None,
     command: str,
 ) -> ModelCard:
-    """`results` maps split ('validation', 'test') -> metric name (without prefix) -> value."""
+    """`results` maps split ('validation', 'test') -> metric name (without prefix) -> value. `base_model` is the
+    Hub repo id of the checkpoint fine-tuned (metadata: the Hub's model tree), `source_model` what the user gave
+    (a folder, a repo id; for the text), `license` the source's licence (default apache-2.0, hf_vit's own)."""
     require_template()
     dataset_id = hub_dataset_id(dataset)
     metric_keys = [key for key in METRIC_NAMES if any(key in metrics for metrics in results.values())]
@@ -178,11 +183,12 @@ def build_model_card(
         model_name=model_name,
         library_name="transformers",
         pipeline_tag="image-classification",
-        license="apache-2.0",
+        license=license or "apache-2.0",
         tags=CARD_TAGS,
         datasets=[dataset_id] if dataset_id else None,
         metrics=["accuracy", "f1"],
         base_model=base_model,
+        base_model_relation=base_model_relation if base_model else None,
         eval_results=eval_results or None,
     )
     results_rows = "\n".join(
@@ -198,7 +204,10 @@ def build_model_card(
     shown.update({f"augmentation: {key}": value for key, value in asdict(augmentation_args).items()})
     config_rows = {name: getattr(config, name) for name in SHOWN_CONFIG_FIELDS}
     config_rows["parameters"] = f"{count_parameters(config):,}"
-    origin = f"fine-tuned from `{base_model}`" if base_model else "trained from scratch"
+    source_model = source_model or base_model
+    origin = f"fine-tuned from `{source_model}`" if source_model else "trained from scratch"
+    if source_model and base_model and source_model != base_model:
+        origin += f" (weights of `{base_model}`)"
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),

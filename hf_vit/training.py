@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from datasets import DatasetDict
-from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTImageProcessor, set_seed
+from transformers import BaseImageProcessor, HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.hf_argparser import string_to_bool
 from transformers.utils import logging
 
@@ -36,6 +36,17 @@ from .preflight import (
     warn_if_resume_is_not_exact,
 )
 from .processing import build_image_processor, save_model_folder
+from .sources import (
+    Lineage,
+    PretrainedViT,
+    check_image_size,
+    check_overrides_fit,
+    finetuning_config,
+    finetuning_model,
+    finetuning_processor,
+    load_pretrained,
+    parse_image_size,
+)
 
 logger = logging.get_logger("hf_vit")
 
@@ -49,7 +60,18 @@ class ModelArguments:
         metadata={"help": f"Train from scratch from this preset (default per data set). One of: {', '.join(PRESETS)}."},
     )
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Fine-tune this hf_vit model folder or Hub repo instead of a preset."}
+        default=None,
+        metadata={
+            "help": "Fine-tune this checkpoint instead of training a preset: an hf_vit, transformers ViT or DeiT, or "
+            "timm (timm/...) model folder or Hub repo; other formats than hf_vit's are converted in memory, exactly."
+        },
+    )
+    image_size: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train at this input size, SIZE or HEIGHTxWIDTH (e.g. 384 or 384x256): a checkpoint's position "
+            "embeddings are resampled once (bicubic, antialiased) and the model folder is saved at the new size."
+        },
     )
     config_overrides: str | None = field(
         default=None,
@@ -68,6 +90,7 @@ class ModelArguments:
             raise ValueError("Give --preset (train from scratch) or --model_name_or_path (fine-tune), not both.")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"--preset {self.preset!r} is unknown; choose one of: {', '.join(PRESETS)}.")
+        parse_image_size(self.image_size)  # a malformed size fails here, before anything is loaded
 
 
 # Options every run gets unless given on the command line: per-epoch evaluation, the best checkpoint by validation
@@ -309,22 +332,48 @@ def _label_fields(label_names: list[str]) -> dict:
     }
 
 
-def build_config(model_args: ModelArguments, label_names: list[str]) -> HfViTConfig:
-    """The config of the model to train, without building the model: the preset's, or the checkpoint's, with the
-    data set's labels and --config_overrides. A checkpoint whose head has another label count is an error unless
-    --ignore_mismatched_sizes (transformers' convention)."""
+def load_checkpoint(model_args: ModelArguments) -> PretrainedViT | None:
+    """The checkpoint to fine-tune (None for a preset), loaded and converted, its --image_size checked: before the
+    data set is loaded, so that a bad checkpoint or size costs no data loading."""
+    if model_args.model_name_or_path is None:
+        return None
+    pretrained = load_pretrained(model_args.model_name_or_path)
     overrides = parse_overrides(model_args.config_overrides)
+    image_size = _requested_image_size(model_args)
+    if image_size is not None:
+        check_image_size(pretrained.model.config, image_size, model_args.model_name_or_path)
+        overrides["image_size"] = list(image_size)
+    check_overrides_fit(pretrained, overrides)
+    return pretrained
+
+
+def _requested_image_size(model_args: ModelArguments) -> tuple[int, int] | None:
+    """--image_size, or an image_size among --config_overrides (the same request)."""
+    image_size = parse_image_size(model_args.image_size)
+    override = parse_overrides(model_args.config_overrides).get("image_size")
+    if image_size is None and override is not None:
+        image_size = parse_image_size("x".join(map(str, override)) if isinstance(override, list) else str(override))
+    return image_size
+
+
+def build_config(
+    model_args: ModelArguments, label_names: list[str], pretrained: PretrainedViT | None = None
+) -> HfViTConfig:
+    """The config of the model to train, without building the model: the preset's, or the checkpoint's, with the
+    data set's labels, --config_overrides and --image_size. A checkpoint whose head has another label count is an
+    error unless --ignore_mismatched_sizes (transformers' convention); a headless checkpoint gets a new head."""
+    overrides = parse_overrides(model_args.config_overrides)
+    image_size = _requested_image_size(model_args)
+    if image_size is not None:
+        overrides["image_size"] = list(image_size)
     if model_args.model_name_or_path is None:
         return HfViTConfig.from_preset(model_args.preset, **overrides, **_label_fields(label_names))
     source = model_args.model_name_or_path
-    try:
-        base_config = HfViTConfig.from_pretrained(source)
-    except OSError as error:
-        raise ValueError(
-            f"--model_name_or_path {source!r} is not an hf_vit model folder or Hub repo ({error}). Give a folder "
-            "written by `hf-vit train` or `hf-vit convert`, or a Hub repo id (online)."
-        ) from error
-    if base_config.num_labels != len(label_names):
+    pretrained = pretrained or load_checkpoint(model_args)
+    base_config = pretrained.model.config
+    if base_config.num_labels == 0:
+        logger.warning(f"{source} has no classification head: a new one is trained for {len(label_names)} labels.")
+    elif base_config.num_labels != len(label_names):
         if not model_args.ignore_mismatched_sizes:
             raise ValueError(
                 f"--model_name_or_path {source!r} has a classification head for {base_config.num_labels} labels, "
@@ -336,37 +385,32 @@ def build_config(model_args: ModelArguments, label_names: list[str]) -> HfViTCon
             f"--ignore_mismatched_sizes: the classification head of {source} ({base_config.num_labels} labels) is "
             f"re-initialised for the data set's {len(label_names)} labels; every other weight is fine-tuned."
         )
-    return HfViTConfig.from_pretrained(source, **overrides, **_label_fields(label_names))
+    config = finetuning_config(pretrained, {**overrides, **_label_fields(label_names)})
+    if tuple(config.image_hw) != tuple(base_config.image_hw):
+        logger.warning(
+            f"--image_size: {source} was trained at {'x'.join(map(str, base_config.image_hw))} px; its position "
+            f"embeddings are resampled once from a {'x'.join(map(str, base_config.grid_size))} to a "
+            f"{'x'.join(map(str, config.grid_size))} grid (bicubic, antialiased) for "
+            f"{'x'.join(map(str, config.image_hw))} px, and the model folder is saved at that size."
+        )
+    return config
 
 
 def build_model(
-    model_args: ModelArguments, label_names: list[str], config: HfViTConfig | None = None
-) -> tuple[HfViTForImageClassification, ViTImageProcessor]:
-    """A fresh model from a preset, or a checkpoint (see `build_config`); `config` is `build_config`'s result when
-    the caller has it already."""
-    config = config or build_config(model_args, label_names)
-    source = model_args.model_name_or_path
-    if source is None:
+    model_args: ModelArguments,
+    label_names: list[str],
+    config: HfViTConfig | None = None,
+    pretrained: PretrainedViT | None = None,
+) -> tuple[HfViTForImageClassification, BaseImageProcessor]:
+    """A fresh model from a preset, or a checkpoint (see `build_config`) with its own preprocessing at the model's
+    input size; `config` and `pretrained` are `build_config`'s and `load_checkpoint`'s results when the caller has
+    them already."""
+    if model_args.model_name_or_path is None:
+        config = config or build_config(model_args, label_names)
         return HfViTForImageClassification(config), build_image_processor(config)
-    head_is_new = HfViTConfig.from_pretrained(source).num_labels != config.num_labels
-    model, loading_info = HfViTForImageClassification.from_pretrained(
-        source, config=config, ignore_mismatched_sizes=head_is_new, output_loading_info=True
-    )
-    # ignore_mismatched_sizes would re-initialise any weight whose shape changed (e.g. position embeddings after
-    # an image_size override): only the head may be new.
-    body = sorted(key for key, *_ in loading_info["mismatched_keys"] if not key.startswith("classifier."))
-    if body:
-        raise ValueError(
-            f"--model_name_or_path {source!r}: weights {', '.join(body[:6])} do not fit the configured shapes "
-            f"(--config_overrides {model_args.config_overrides!r}?). Only the classification head can be "
-            "re-initialised; drop the overrides that change the body's shapes."
-        )
-    try:
-        processor = ViTImageProcessor.from_pretrained(source)
-    except OSError:
-        logger.warning(f"{source} has no preprocessor_config.json: using hf_vit's default processor.")
-        processor = build_image_processor(model.config)
-    return model, processor
+    pretrained = pretrained or load_checkpoint(model_args)
+    config = config or build_config(model_args, label_names, pretrained)
+    return finetuning_model(pretrained, config), finetuning_processor(pretrained, config)
 
 
 def build_compute_metrics(num_labels: int):
@@ -477,12 +521,14 @@ class TrainingSetup:
     """What `prepare_training` builds: the trainer, ready for `train()`, and what the steps after training need."""
 
     trainer: ImageClassificationTrainer
-    processor: ViTImageProcessor
+    processor: BaseImageProcessor
     splits: DatasetDict
     eval_sets: dict
     label_names: list[str]
     # Images --skip_bad_images left out of the set's splits (0 without it: then a bad image stops the run).
     skipped_bad_images: int = 0
+    # Where a fine-tuned checkpoint came from (Hub repo id, licence), for the model card.
+    lineage: Lineage = field(default_factory=Lineage)
 
 
 def prepare_training(
@@ -501,13 +547,14 @@ def prepare_training(
     check_resume_learning_rate(training_args.resume_from_checkpoint, training_args)
     warn_if_resume_is_not_exact(training_args.resume_from_checkpoint, augmentation_args)
     set_seed(training_args.seed)
+    pretrained = load_checkpoint(model_args)
     splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)
     label_names = splits["train"].features["label"].names
     logger.warning(f"data: {', '.join(f'{name} {len(split)}' for name, split in splits.items())} images, "
                    f"{len(label_names)} labels")  # fmt: skip
-    config = build_config(model_args, label_names)
+    config = build_config(model_args, label_names, pretrained)
     check_free_space(output_dir, config, training_args, len(splits["train"]))
-    model, processor = build_model(model_args, label_names, config)
+    model, processor = build_model(model_args, label_names, config, pretrained)
 
     train_set = splits["train"].with_transform(train_transform_fn(processor, augmentation_args))
     eval_sets = {name: splits[name].with_transform(eval_transform_fn(processor)) for name in ("validation", "test")}
@@ -531,7 +578,8 @@ def prepare_training(
         train_data_collator=train_collator,
         compute_metrics=build_compute_metrics(len(label_names)),
     )
-    return TrainingSetup(trainer, processor, splits, eval_sets, label_names, sum(skipped_bad_images.values()))
+    lineage = pretrained.lineage if pretrained is not None else Lineage()
+    return TrainingSetup(trainer, processor, splits, eval_sets, label_names, sum(skipped_bad_images.values()), lineage)
 
 
 def run_training(
@@ -583,7 +631,10 @@ def run_training(
             training_args=training_args,
             augmentation_args=augmentation_args,
             train_runtime_s=train_result.metrics["train_runtime"],
-            base_model=model_args.model_name_or_path,
+            base_model=setup.lineage.base_model,
+            base_model_relation="finetune",
+            source_model=model_args.model_name_or_path,
+            license=setup.lineage.license,
             command=command,
         )
         card.save(output_dir / "README.md")
@@ -592,7 +643,7 @@ def run_training(
     return json.loads((output_dir / "all_results.json").read_text()) if trainer.is_world_process_zero() else {}
 
 
-def _save_model(trainer: Trainer, processor: ViTImageProcessor, output_dir: Path) -> None:
+def _save_model(trainer: Trainer, processor: BaseImageProcessor, output_dir: Path) -> None:
     """Write the model folder once, from the main process. Under FSDP the full weights are gathered first
     (a collective: every process takes part) and loaded into an unsharded copy of the model."""
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None

@@ -1,0 +1,279 @@
+"""Fine-tuning the checkpoints people have: hf_vit, transformers ViT and DeiT, timm, from local folders and through the
+Hub's download path (the local Hub server); a new input size; bad checkpoints refused before any data is loaded."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import last_json_line, randomize_head, tiny_config
+from huggingface_hub import ModelCard
+from PIL import Image as PILImage
+
+from hf_vit import HfViTForImageClassification, build_image_processor, save_model_folder
+from hf_vit.processing import describe_processor, processor_output_size
+from hf_vit.sources import load_pretrained
+from hf_vit.training import ModelArguments, build_model
+from hf_vit.training import main as train_main
+
+timm = pytest.importorskip("timm")
+transformers = pytest.importorskip("transformers")
+
+QUIET = ["--disable_tqdm", "True", "--per_device_eval_batch_size", "64", "--report_to", "none"]
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+LABELS = ["bottom_right", "top_left"]
+# hf_vit's oneDNN linears and the source library's F.linear round differently in the last bits.
+TOLERANCE = 1e-4
+
+
+def randomized(model, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            is_norm = name.endswith(("norm1.weight", "norm2.weight", "norm.weight", "layernorm.weight"))
+            parameter.copy_((1.0 if is_norm else 0.0) + 0.2 * torch.randn(parameter.shape, generator=generator))
+    return model.eval()
+
+
+def make_sources(root: Path) -> dict[str, tuple[Path, torch.nn.Module]]:
+    """Tiny random checkpoints of every kind, 32 px, two labels: folder and the source library's model."""
+    sources = {}
+    torch.manual_seed(0)
+    hf_vit_model = randomize_head(HfViTForImageClassification(tiny_config(image_size=32, patch_size=8, num_labels=2)))
+    save_model_folder(hf_vit_model.eval(), build_image_processor(hf_vit_model.config), root / "hf_vit")
+    sources["hf_vit"] = (root / "hf_vit", hf_vit_model)
+
+    vit = randomized(transformers.ViTForImageClassification(
+        transformers.ViTConfig(**SMALL, image_size=32, patch_size=8, num_labels=2)))  # fmt: skip
+    vit.save_pretrained(root / "transformers")
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4] * 3).save_pretrained(
+        root / "transformers"
+    )
+    sources["transformers"] = (root / "transformers", vit)
+
+    deit = randomized(transformers.DeiTForImageClassificationWithTeacher(
+        transformers.DeiTConfig(**SMALL, image_size=32, patch_size=8, num_labels=2)))  # fmt: skip
+    deit.save_pretrained(root / "deit")  # no preprocessor_config.json: DeiT's defaults at the model's size
+    sources["deit"] = (root / "deit", deit)
+
+    # google/vit-base-patch16-224-in21k's layout: ViTModel with its tanh pooler, no head.
+    in21k = randomized(transformers.ViTModel(transformers.ViTConfig(**SMALL, image_size=32, patch_size=8)))
+    in21k.save_pretrained(root / "in21k")
+    sources["in21k"] = (root / "in21k", in21k)
+
+    from timm.models import save_for_hf
+
+    timm_model = randomized(timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                                              embed_dim=32, depth=2, num_heads=2, num_classes=2,
+                                              global_pool="avg"))  # fmt: skip
+    save_for_hf(timm_model, root / "timm")
+    sources["timm"] = (root / "timm", timm_model)
+    return sources
+
+
+def source_logits(model, pixels):
+    with torch.no_grad():
+        output = model(pixels)
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+def finetuning_logits(source: str, pixels, image_size=None) -> tuple[torch.Tensor, object]:
+    model_args = ModelArguments(model_name_or_path=source, image_size=image_size)
+    model, processor = build_model(model_args, LABELS)
+    with torch.no_grad():
+        return model.eval()(pixel_values=pixels).logits, processor
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    return make_sources(tmp_path_factory.mktemp("sources"))
+
+
+def test_every_kind_of_local_checkpoint_is_fine_tuned_from_its_exact_weights(sources):
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for kind, (folder, reference) in sources.items():
+        ours, processor = finetuning_logits(str(folder), pixels)
+        if kind == "in21k":  # features only: the new head starts at zero; the body was checked at conversion
+            assert not ours.any() and ours.shape == (2, 2)
+            continue
+        theirs = source_logits(reference, pixels)
+        assert theirs.std() > 0.05, kind
+        assert (ours - theirs).abs().max() <= TOLERANCE, kind  # the same labels count: the head is kept
+        assert processor_output_size(processor) == (32, 32), kind
+    assert "mean [0.4, 0.4, 0.4]" in describe_processor(finetuning_logits(str(sources["transformers"][0]), pixels)[1])
+    timm_processor = finetuning_logits(str(sources["timm"][0]), pixels)[1]
+    assert type(timm_processor).__name__ == "BitImageProcessor"  # timm's eval transform: shortest edge, crop
+    assert "resize {'shortest_edge': 35}, center crop {'height': 32, 'width': 32}, bicubic" in describe_processor(
+        timm_processor
+    )
+
+
+def shapes_folder(root: Path, count: int = 24, size: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        label = LABELS[index % 2]
+        pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+        half = size // 2
+        if label == "top_left":
+            pixels[:half, :half] = 230
+        else:
+            pixels[half:, half:] = 230
+        (root / label).mkdir(parents=True, exist_ok=True)
+        PILImage.fromarray(pixels).save(root / label / f"{index}.png")
+    return root
+
+
+def test_a_timm_conversion_fine_tunes_at_a_new_non_square_size(sources, tmp_path):
+    """The folder `hf-vit convert --from timm` writes (a BitImageProcessor without a height) trains, at 48x32."""
+    from hf_vit.cli import main as cli_main
+
+    folder, reference = sources["timm"]
+    converted = tmp_path / "converted"
+    assert cli_main(["convert", "--from", "timm", "--source", str(folder), "--output", str(converted)]) == 0
+    output_dir = tmp_path / "run"
+    argv = ["--dataset", str(shapes_folder(tmp_path / "shapes")), "--model_name_or_path", str(converted),
+            "--image_size", "48x32", "--output_dir", str(output_dir), "--num_train_epochs", "1",
+            "--per_device_train_batch_size", "8", "--learning_rate", "0", "--warmup_steps", "0", *QUIET]  # fmt: skip
+    assert train_main(argv) == 0
+
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["image_size"] == [48, 32] and config["pooling"] == "mean" and config["fc_norm"] is True
+    processor = json.loads((output_dir / "preprocessor_config.json").read_text())
+    assert processor["image_processor_type"] == "BitImageProcessor" and processor["resample"] == 3  # bicubic
+    assert processor["crop_size"] == {"height": 48, "width": 32} and processor["size"] == {"shortest_edge": 53}
+    # At learning rate 0 the saved weights are the source's, positions resampled once to the 6x4 grid as the model
+    # resamples them at run time: the saved model at 48x32 gives timm's logits for 48x32 inputs.
+    saved = HfViTForImageClassification.from_pretrained(output_dir).eval()
+    pixels = torch.randn(2, 3, 48, 32, generator=torch.Generator().manual_seed(2))
+    source = HfViTForImageClassification.from_pretrained(converted).eval()
+    with torch.no_grad():
+        assert (saved(pixel_values=pixels).logits - source(pixel_values=pixels).logits).abs().max() <= TOLERANCE
+    timm_at_size = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                                     embed_dim=32, depth=2, num_heads=2, num_classes=2, global_pool="avg",
+                                     dynamic_img_size=True)  # fmt: skip
+    timm_at_size.load_state_dict(reference.state_dict())
+    assert (source_logits(saved, pixels) - source_logits(timm_at_size.eval(), pixels)).abs().max() <= TOLERANCE
+
+
+def non_vit_folder(root: Path) -> Path:
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    return root
+
+
+def adapter_folder(root: Path) -> Path:
+    root.mkdir()
+    (root / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "a/b"}))
+    return root
+
+
+def unsupported_timm_folder(root: Path) -> Path:
+    from timm.models import save_for_hf
+
+    save_for_hf(timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
+                                  depth=1, num_heads=2, num_classes=2, pre_norm=True), root)  # fmt: skip
+    return root
+
+
+@pytest.mark.parametrize(
+    ("make", "options", "message"),
+    [
+        (non_vit_folder, [], "is not a ViT checkpoint \\(config.json: model_type='bert'"),
+        (adapter_folder, [], "is a PEFT adapter .* Fine-tune its base model \\('a/b'\\)"),
+        (unsupported_timm_folder, [], "timm option pre_norm=True is not supported"),
+        (lambda root: root / "absent", [], "no such folder, and not a Hub repo id"),
+        ("hf_vit", ["--image_size", "36"], "--image_size 36x36: the patch size 8x8 .* does not divide it; .* 32x32"),
+        ("hf_vit", ["--image_size", "big"], "--image_size 'big' is not a size"),
+        ("hf_vit", ["--config_overrides", "hidden_size=64"], "weights do not fit the configured shapes"),
+    ],
+    ids=["not-a-vit", "peft-adapter", "timm-option", "absent", "indivisible-size", "malformed-size", "body-shape"],
+)
+def test_bad_checkpoints_and_sizes_are_refused_before_data_is_loaded(sources, tmp_path, make, options, message):
+    source = sources[make][0] if isinstance(make, str) else make(tmp_path / "source")
+    # A data set that does not exist: reaching it would be another error.
+    argv = ["--dataset", str(tmp_path / "no_such_data_set"), "--model_name_or_path", str(source), *options,
+            "--output_dir", str(tmp_path / "never"), *QUIET]  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        train_main(argv)
+    assert not (tmp_path / "never" / "model.safetensors").exists()
+
+
+def test_lineage_of_local_folders_is_a_hub_id_or_nothing(sources, tmp_path):
+    from hf_vit.sources import read_lineage
+
+    folder = sources["hf_vit"][0]
+    assert load_pretrained(str(folder)).lineage.base_model is None  # a local path is never a base_model
+    cache = tmp_path / "hub" / "models--org--tiny-vit" / "snapshots" / ("0" * 40)
+    cache.parent.mkdir(parents=True)
+    cache.symlink_to(folder)
+    assert read_lineage(cache, None, "hf_vit").base_model == "org/tiny-vit"
+    card = "---\nlicense: mit\nbase_model: google/vit-base-patch16-224\n---\n# converted\n"
+    (tmp_path / "converted").mkdir()
+    (tmp_path / "converted" / "README.md").write_text(card)
+    lineage = read_lineage(tmp_path / "converted", None, "hf_vit")
+    assert (lineage.base_model, lineage.license) == ("google/vit-base-patch16-224", "mit")
+    (tmp_path / "local_base").mkdir()
+    (tmp_path / "local_base" / "README.md").write_text(f"---\nbase_model: {tmp_path}\n---\n")
+    assert read_lineage(tmp_path / "local_base", None, "hf_vit").base_model is None
+
+
+# --- The Hub's download path, against the local Hub server ------------------------------------------------------------
+
+
+def test_every_kind_downloads_from_the_hub_and_a_timm_repo_fine_tunes(sources, tmp_path):
+    from hub_server import LocalHub
+    from test_hub import hub_env
+
+    hub = LocalHub(tmp_path / "hub").start()
+    try:
+        env = hub_env(hub, tmp_path / "home")
+        repos = {"hf_vit": "tester/tiny-hf-vit", "transformers": "google/tiny-vit", "deit": "facebook/tiny-deit",
+                 "timm": "timm/tiny_vit.augreg"}  # fmt: skip
+        # timm's Hub repos carry their licence in the card.
+        (sources["timm"][0] / "README.md").write_text("---\nlicense: apache-2.0\nlibrary_name: timm\n---\n# tiny\n")
+        pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+        torch.save(pixels, tmp_path / "pixels.pt")
+        folders = {kind: str(sources[kind][0]) for kind in repos}
+        code = f"""
+import json
+import torch
+from huggingface_hub import HfApi
+from hf_vit.training import ModelArguments, build_model
+
+api = HfApi()
+for kind, repo in {repos!r}.items():
+    api.create_repo(repo, exist_ok=True)
+    api.upload_folder(repo_id=repo, folder_path={folders!r}[kind])
+pixels = torch.load("pixels.pt")
+logits = {{}}
+for kind, repo in {repos!r}.items():
+    model = build_model(ModelArguments(model_name_or_path=repo), {LABELS!r})[0].eval()
+    with torch.no_grad():
+        logits[kind] = model(pixel_values=pixels).logits.tolist()
+print(json.dumps(logits))
+"""
+        result = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": os.getcwd()}, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        logits = last_json_line(result.stdout)
+        for kind in repos:
+            reference = sources[kind][1]
+            assert (torch.tensor(logits[kind]) - source_logits(reference, pixels)).abs().max() <= TOLERANCE, kind
+        assert "converted in memory from a timm checkpoint" in result.stderr
+
+        output_dir = tmp_path / "run"
+        command = [sys.executable, "-m", "hf_vit.cli", "train", "--dataset", str(shapes_folder(tmp_path / "shapes")),
+                   "--model_name_or_path", repos["timm"], "--output_dir", str(output_dir), "--num_train_epochs", "1",
+                   "--per_device_train_batch_size", "8", *QUIET]  # fmt: skip
+        run = subprocess.run(command, env={**env, "PYTHONPATH": os.getcwd()}, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=600)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        card = ModelCard.load(output_dir / "README.md")
+        assert card.data.base_model == repos["timm"] and card.data.license == "apache-2.0"
+        assert card.data.base_model_relation == "finetune"
+    finally:
+        hub.stop()
