@@ -6,6 +6,7 @@ examples. Each built-in data set has a default recipe; options given on the comm
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -21,6 +22,13 @@ from transformers.utils import logging
 from .augment import AugmentationArguments, MixingCollator, collate, eval_transform_fn, train_transform_fn
 from .configuration_hf_vit import PRESETS, HfViTConfig
 from .data import DataArguments, dataset_slug, load_image_dataset_with_skip_counts
+from .finetuning import (
+    FINETUNE_LEARNING_RATE_PER_256,
+    FINETUNE_LEARNING_RATE_RANGE,
+    FINETUNE_RECIPE,
+    finetuning_learning_rate,
+    layer_decay_parameter_groups,
+)
 from .hub import push_model
 from .metrics import load_metric
 from .model_card import build_model_card, require_template
@@ -77,6 +85,14 @@ class ModelArguments:
         default=None,
         metadata={"help": "Config fields to override, e.g. 'hidden_size=64,num_hidden_layers=2,drop_path_rate=0.1'."},
     )
+    layer_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Layer-wise learning-rate decay (BEiT/MAE/timm fine-tuning), e.g. 0.75: the head learns at "
+            "--learning_rate, each block below at this factor times the one above, the embeddings lowest. Off by "
+            "default."
+        },
+    )
     ignore_mismatched_sizes: bool = field(
         default=False,
         metadata={
@@ -91,6 +107,8 @@ class ModelArguments:
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"--preset {self.preset!r} is unknown; choose one of: {', '.join(PRESETS)}.")
         parse_image_size(self.image_size)  # a malformed size fails here, before anything is loaded
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"--layer_decay {self.layer_decay} must be in (0, 1], e.g. 0.75 (1 is no decay).")
 
 
 # Options every run gets unless given on the command line: per-epoch evaluation, the best checkpoint by validation
@@ -220,6 +238,7 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Augmenta
     _resolve_native_bf16(recipe, argv, given)
     if "model_name_or_path" in given:
         recipe.pop("preset")
+        _use_finetuning_recipe(recipe, argv, given)
     if "output_dir" not in given:
         name = recipe.get("preset") or _argument_value(argv, "model_name_or_path")
         recipe["output_dir"] = f"outputs/{dataset_slug(dataset)}-{dataset_slug(name)}"
@@ -235,6 +254,25 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Augmenta
     # Images are transformed on the fly from the `image` column, which Trainer would otherwise drop as "unused".
     training_args.remove_unused_columns = False
     return model_args, data_args, augmentation_args, training_args
+
+
+def _use_finetuning_recipe(recipe: dict, argv: list[str], given: set[str]) -> None:
+    """A pretrained checkpoint gets the fine-tuning recipe (the data set's augmentation settings stay) and a learning
+    rate for its total batch, and the log says which."""
+    recipe.update(FINETUNE_RECIPE)
+    if "learning_rate" in given:
+        return
+    # The total batch as Trainer will form it: per device, accumulated, times the processes a launcher started.
+    batch = int(_argument_value(argv, "per_device_train_batch_size", recipe["per_device_train_batch_size"]))
+    accumulation = int(_argument_value(argv, "gradient_accumulation_steps", 1))
+    total_batch = batch * accumulation * int(os.environ.get("WORLD_SIZE", 1))
+    recipe["learning_rate"] = finetuning_learning_rate(total_batch)
+    low, high = FINETUNE_LEARNING_RATE_RANGE
+    logger.warning(
+        f"recipe: fine-tuning at learning rate {recipe['learning_rate']:.3g} for a total batch of {total_batch} "
+        f"({FINETUNE_LEARNING_RATE_PER_256:g} per 256 images, within {low:g}..{high:g}), "
+        f"{recipe['num_train_epochs']} epochs, {recipe['warmup_steps']:.0%} warmup; give --learning_rate to change it."
+    )
 
 
 def _argument_value(argv: list[str], name: str, default: str | None = None) -> str:
@@ -438,10 +476,27 @@ class ImageClassificationTrainer(Trainer):
     """Trainer whose training batches go through their own collator (MixUp/CutMix), while evaluation batches keep
     their integer labels; that stops at a non-finite loss; and that resumes only from complete checkpoints."""
 
-    def __init__(self, *args, train_data_collator=None, **kwargs):
+    def __init__(self, *args, train_data_collator=None, layer_decay: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_data_collator = train_data_collator or self.data_collator
+        self.layer_decay = layer_decay
         self.resumed_from: str | None = None
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """Trainer's optimizer (--optim, its arguments), with --layer_decay's parameter groups when it is given."""
+        if self.layer_decay is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        if {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
+            raise ValueError(
+                f"--layer_decay sets the learning rate per parameter group, which --optim {self.args.optim} does not "
+                "take (it groups the parameters itself); use --optim adamw_torch, or leave out --layer_decay."
+            )
+        groups = layer_decay_parameter_groups(model, self.args.learning_rate, self.args.weight_decay,
+                                              self.layer_decay, set(self.get_decay_parameter_names(model)))  # fmt: skip
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
                     revision: str | None = None, **kwargs) -> str | None:  # fmt: skip
@@ -577,6 +632,7 @@ def prepare_training(
         data_collator=collate,
         train_data_collator=train_collator,
         compute_metrics=build_compute_metrics(len(label_names)),
+        layer_decay=model_args.layer_decay,
     )
     lineage = pretrained.lineage if pretrained is not None else Lineage()
     return TrainingSetup(trainer, processor, splits, eval_sets, label_names, sum(skipped_bad_images.values()), lineage)

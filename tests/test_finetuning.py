@@ -277,3 +277,60 @@ print(json.dumps(logits))
         assert card.data.base_model_relation == "finetune"
     finally:
         hub.stop()
+
+
+# --- The fine-tuning recipe and layer-wise learning-rate decay -------------------------------------------------------
+
+
+def test_a_checkpoint_gets_the_finetuning_recipe_scaled_to_its_batch_and_given_options_win(capsys, caplog):
+    from hf_vit.training import parse_args
+
+    cases = {
+        (): 2.5e-5,  # batch 32
+        ("--per_device_train_batch_size", "64", "--gradient_accumulation_steps", "2"): 1e-4,  # 128 images a step
+        ("--per_device_train_batch_size", "512"): 1e-4,  # the top of the usual range
+        ("--per_device_train_batch_size", "4"): 1e-5,  # its bottom
+        ("--learning_rate", "3e-4"): 3e-4,
+    }
+    for options, learning_rate in cases.items():
+        with caplog.at_level("WARNING", logger="hf_vit"):
+            model_args, _, augmentation_args, training_args = parse_args(["--model_name_or_path", "org/vit", *options])
+        assert training_args.learning_rate == pytest.approx(learning_rate), options
+        assert model_args.preset is None and training_args.warmup_steps == 0.1
+        assert augmentation_args.horizontal_flip is False  # the data set's (digits) augmentation settings stay
+    assert "recipe: fine-tuning at learning rate 2.5e-05 for a total batch of 32" in caplog.text
+    _, _, _, training_args = parse_args(["--model_name_or_path", "org/vit", "--num_train_epochs", "2"])
+    assert training_args.num_train_epochs == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--model_name_or_path", "org/vit", "--help"])
+    assert "(default: 2.5e-05)" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(ValueError, match="--layer_decay 1.5 must be in \\(0, 1\\]"):
+        parse_args(["--model_name_or_path", "org/vit", "--layer_decay", "1.5"])
+
+
+def test_layer_decay_gives_each_block_its_learning_rate_in_a_real_run(sources, tmp_path):
+    from hf_vit.finetuning import layer_index
+
+    output_dir = tmp_path / "run"
+    argv = ["--dataset", str(shapes_folder(tmp_path / "shapes")), "--model_name_or_path", str(sources["hf_vit"][0]),
+            "--layer_decay", "0.5", "--learning_rate", "1e-3", "--output_dir", str(output_dir),
+            "--num_train_epochs", "1", "--per_device_train_batch_size", "8", *QUIET]  # fmt: skip
+    assert train_main(argv) == 0
+    checkpoint = next(output_dir.glob("checkpoint-*"))
+    base_lrs = torch.load(checkpoint / "scheduler.pt", weights_only=True)["base_lrs"]
+    # Two blocks: head and final norm 1e-3, block 1 5e-4, block 0 2.5e-4, embeddings 1.25e-4 (each with and
+    # without weight decay), the full rate first.
+    assert sorted(set(base_lrs), reverse=True) == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])
+    assert base_lrs[0] == pytest.approx(1e-3)
+    optimizer = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    model = HfViTForImageClassification.from_pretrained(sources["hf_vit"][0])
+    per_layer = [0] * 4
+    for name, _ in model.named_parameters():
+        per_layer[layer_index(name, 2)] += 1
+    per_rate = {}
+    for group in optimizer["param_groups"]:
+        rate = round(group["initial_lr"], 12)  # "lr" is where the schedule left it
+        per_rate[rate] = per_rate.get(rate, 0) + len(group["params"])
+    assert [per_rate[round(1e-3 * 0.5 ** (3 - layer), 12)] for layer in range(4)] == per_layer
+    assert layer_index("base_model.model.vit.layers.1.mlp.fc1.lora_A.default.weight", 2) == 2  # under PEFT
+    assert layer_index("vit.embeddings.stem.convs.0.weight", 2) == 0 and layer_index("classifier.bias", 2) == 3
