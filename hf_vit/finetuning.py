@@ -1,11 +1,23 @@
 """What fine-tuning a pretrained checkpoint changes in a run: its recipe (a learning rate in the usual range for the
-batch, warmup, a short schedule), and layer-wise learning-rate decay (BEiT, MAE and timm fine-tuning), given to
-Trainer as the optimizer's parameter groups."""
+batch, warmup, a short schedule); layer-wise learning-rate decay (BEiT, MAE and timm fine-tuning), given to Trainer
+as the optimizer's parameter groups; and which weights train: all, the head only (`--freeze_backbone`, a linear
+probe), or LoRA adapters through PEFT with the head trained in full."""
 
+import copy
+import importlib.util
+import logging
 import os
 import re
 
 import torch
+
+logger = logging.getLogger("hf_vit")
+
+# The head modules: trained in full under LoRA (PEFT's modules_to_save) and with --freeze_backbone.
+HEAD_MODULES = ("classifier", "distillation_classifier")
+# hf_vit's fused attention input and output projections and its MLP: every linear of the blocks.
+DEFAULT_LORA_TARGETS = "qkv,proj,fc1,fc2"
+PEFT_MISSING = "LoRA needs PEFT, an optional extra of hf_vit: pip install 'hf_vit[peft]' (or pip install peft)."
 
 # Full fine-tuning of a pretrained ViT with AdamW is usually run at 1e-5 to 1e-4 (DeiT / BEiT / MAE recipes, the
 # transformers image-classification example at 5e-5 for batch 32..64). The rate follows the total batch linearly
@@ -65,8 +77,71 @@ def layer_decay_parameter_groups(
     return [groups[key] for key in sorted(groups, key=lambda key: (-key[0], not key[1]))]
 
 
+def peft_is_installed() -> bool:
+    return importlib.util.find_spec("peft") is not None
+
+
+def head_modules(model) -> list[str]:
+    return [name for name in HEAD_MODULES if isinstance(getattr(model, name, None), torch.nn.Module)]
+
+
+def freeze_backbone(model) -> None:
+    """Train the classification head(s) only: a linear probe on the pretrained features."""
+    heads = tuple(f"{name}." for name in head_modules(model))
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(heads))
+
+
+def apply_lora(model, *, r: int, alpha: float | None, dropout: float, target_modules: str, base_model: str | None):
+    """`model` wrapped by PEFT with LoRA adapters of rank `r` on `target_modules` (comma-separated module names;
+    hf_vit's are `qkv`, `proj`, `fc1`, `fc2`), the head(s) trained in full. `base_model` goes into the adapter's
+    config (`base_model_name_or_path`): what `PeftModel.from_pretrained` users load it on."""
+    if not peft_is_installed():
+        raise ValueError(PEFT_MISSING)
+    from peft import LoraConfig, get_peft_model
+
+    targets = [name.strip() for name in target_modules.split(",") if name.strip()]
+    present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    unknown = sorted(set(targets) - present)
+    if unknown or not targets:
+        raise ValueError(
+            f"--lora_target_modules {target_modules!r}: {unknown or 'nothing'} names no linear layer of the model; "
+            f"hf_vit's are {', '.join(sorted(present))} (default {DEFAULT_LORA_TARGETS})."
+        )
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha if alpha is not None else r,
+        lora_dropout=dropout,
+        target_modules=targets,
+        modules_to_save=head_modules(model),
+        base_model_name_or_path=base_model,
+    )
+    return get_peft_model(model, config)
+
+
+def is_lora_model(model) -> bool:
+    return peft_is_installed() and type(model).__module__.startswith("peft.")
+
+
+def merged_copy(peft_model):
+    """The adapted model with its LoRA weights merged in: a plain hf_vit model (the trained one stays as it is)."""
+    return copy.deepcopy(peft_model).merge_and_unload()
+
+
+def log_trainable_parameters(model, how: str) -> None:
+    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    total = sum(parameter.numel() for parameter in model.parameters())
+    logger.warning(f"{how}: {trainable:,} of {total:,} parameters trained ({trainable / total:.2%}).")
+
+
 __all__ = [
+    "DEFAULT_LORA_TARGETS",
     "FINETUNE_RECIPE",
+    "apply_lora",
+    "freeze_backbone",
+    "is_lora_model",
+    "merged_copy",
+    "peft_is_installed",
     "finetuning_learning_rate",
     "layer_decay_parameter_groups",
     "layer_index",

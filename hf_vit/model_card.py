@@ -62,9 +62,41 @@ print(model.config.id2label[label_id])
 CARD_TAGS = ["hf_vit", "vision-transformer", "image-classification", "custom_code"]
 
 
+ADAPTER_USAGE = """## Usage
+
+A LoRA adapter (PEFT) for the hf_vit model `{base}`, with its classification head:
+
+```python
+import torch
+from PIL import Image
+from peft import PeftModel
+from transformers import AutoImageProcessor
+
+from hf_vit import HfViTForImageClassification
+
+id2label = {id2label}
+base = HfViTForImageClassification.from_pretrained("{base}", id2label=id2label, ignore_mismatched_sizes=True)
+model = PeftModel.from_pretrained(base, "{model_id}").eval()
+processor = AutoImageProcessor.from_pretrained("{model_id}")
+with torch.no_grad():
+    logits = model(**processor(Image.open("image.png"), return_tensors="pt")).logits
+print(id2label[logits.argmax(-1).item()])
+```
+
+`model.merge_and_unload()` gives a plain hf_vit model; `hf-vit train ... --merge_lora True` saves one directly.
+A base that is not an hf_vit folder or repo (a transformers or timm checkpoint) is loaded once converted: `hf-vit
+convert --from transformers|deit|timm --source {base} --output BASE_DIR`, then `from_pretrained("BASE_DIR", ...)`."""
+
+
 def usage_section(model_id: str) -> str:
     """The card's usage snippets, for a folder path or a Hub repo id; they work when pasted."""
     return USAGE.format(model_id=model_id)
+
+
+def adapter_usage_section(model_id: str, base: str, id2label: dict) -> str:
+    """Usage of a LoRA adapter folder: its base model, then `PeftModel.from_pretrained`."""
+    labels = {int(index): label for index, label in id2label.items()}
+    return ADAPTER_USAGE.format(model_id=model_id, base=base, id2label=labels)
 
 
 def build_folder_card(config, *, model_id: str, title: str, description: str, details: list[str]) -> ModelCard:
@@ -156,11 +188,13 @@ def build_model_card(
     base_model_relation: str | None = None,
     source_model: str | None = None,
     license: str | None = None,
+    adapter_of: str | None = None,
     command: str,
 ) -> ModelCard:
     """`results` maps split ('validation', 'test') -> metric name (without prefix) -> value. `base_model` is the
     Hub repo id of the checkpoint fine-tuned (metadata: the Hub's model tree), `source_model` what the user gave
-    (a folder, a repo id; for the text), `license` the source's licence (default apache-2.0, hf_vit's own)."""
+    (a folder, a repo id; for the text), `license` the source's licence (default apache-2.0, hf_vit's own);
+    `adapter_of` the base model of a LoRA adapter folder (the card is then PEFT's)."""
     require_template()
     dataset_id = hub_dataset_id(dataset)
     metric_keys = [key for key in METRIC_NAMES if any(key in metrics for metrics in results.values())]
@@ -181,7 +215,7 @@ def build_model_card(
     ]
     card_data = ModelCardData(
         model_name=model_name,
-        library_name="transformers",
+        library_name="peft" if adapter_of else "transformers",
         pipeline_tag="image-classification",
         license=license or "apache-2.0",
         tags=CARD_TAGS,
@@ -212,7 +246,9 @@ def build_model_card(
         card_data,
         template_path=str(TEMPLATE_PATH),
         model_name=model_name,
-        usage=usage_section(model_name),
+        usage=adapter_usage_section(model_name, adapter_of, config.id2label)
+        if adapter_of
+        else usage_section(model_name),
         model_description=f"A Vision Transformer (an `hf_vit` model) {origin} on `{dataset}` for image classification.",
         dataset_description=DATASET_DESCRIPTIONS.get(dataset, f"`{dataset}`."),
         num_labels=config.num_labels,

@@ -23,11 +23,19 @@ from .augment import AugmentationArguments, MixingCollator, collate, eval_transf
 from .configuration_hf_vit import PRESETS, HfViTConfig
 from .data import DataArguments, dataset_slug, load_image_dataset_with_skip_counts
 from .finetuning import (
+    DEFAULT_LORA_TARGETS,
     FINETUNE_LEARNING_RATE_PER_256,
     FINETUNE_LEARNING_RATE_RANGE,
     FINETUNE_RECIPE,
+    PEFT_MISSING,
+    apply_lora,
     finetuning_learning_rate,
+    freeze_backbone,
+    is_lora_model,
     layer_decay_parameter_groups,
+    log_trainable_parameters,
+    merged_copy,
+    peft_is_installed,
 )
 from .hub import push_model
 from .metrics import load_metric
@@ -93,6 +101,27 @@ class ModelArguments:
             "default."
         },
     )
+    freeze_backbone: bool = field(
+        default=False,
+        metadata={"help": "Train the classification head only (a linear probe on the checkpoint's features)."},
+    )
+    lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "Fine-tune LoRA adapters of this rank (PEFT: pip install 'hf_vit[peft]') instead of all weights; "
+            "the head trains in full. The run leaves a PEFT adapter folder, or with --merge_lora a complete model."
+        },
+    )
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scaling alpha (default: --lora_r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA adapters' input."})
+    lora_target_modules: str = field(
+        default=DEFAULT_LORA_TARGETS,
+        metadata={"help": "Comma-separated linear layers that get adapters: hf_vit's qkv, proj, fc1, fc2."},
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata={"help": "Merge the trained LoRA adapters into the weights and save a complete hf_vit model folder."},
+    )
     ignore_mismatched_sizes: bool = field(
         default=False,
         metadata={
@@ -109,6 +138,29 @@ class ModelArguments:
         parse_image_size(self.image_size)  # a malformed size fails here, before anything is loaded
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"--layer_decay {self.layer_decay} must be in (0, 1], e.g. 0.75 (1 is no decay).")
+        self._check_partial_finetuning()
+
+    def _check_partial_finetuning(self):
+        """LoRA and --freeze_backbone need a checkpoint, PEFT (for LoRA) and each other's absence."""
+        defaults = {"lora_alpha": None, "lora_dropout": 0.0, "lora_target_modules": DEFAULT_LORA_TARGETS,
+                    "merge_lora": False}  # fmt: skip
+        lora_options = [f"--{name}" for name, default in defaults.items() if getattr(self, name) != default]
+        if self.lora_r < 0:
+            raise ValueError(f"--lora_r {self.lora_r} must be a positive rank (e.g. 8 or 16), or 0 for no LoRA.")
+        if self.lora_r == 0 and lora_options:
+            raise ValueError(f"{', '.join(lora_options)} configure LoRA, which --lora_r turns on: add --lora_r 16.")
+        if self.model_name_or_path is None and (self.lora_r or self.freeze_backbone):
+            option = "--lora_r" if self.lora_r else "--freeze_backbone"
+            raise ValueError(
+                f"{option} adapts a pretrained model: give the checkpoint with --model_name_or_path (a preset starts "
+                "from random weights, which only full training can use)."
+            )
+        if self.lora_r and self.freeze_backbone:
+            raise ValueError("--lora_r and --freeze_backbone: give one (LoRA already keeps the pretrained weights).")
+        if self.lora_r and not peft_is_installed():
+            raise ValueError(PEFT_MISSING)
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"--lora_dropout {self.lora_dropout} is a probability in [0, 1).")
 
 
 # Options every run gets unless given on the command line: per-epoch evaluation, the best checkpoint by validation
@@ -451,6 +503,23 @@ def build_model(
     return finetuning_model(pretrained, config), finetuning_processor(pretrained, config)
 
 
+def _choose_trained_weights(model, model_args: ModelArguments, pretrained: PretrainedViT | None):
+    """All weights (the default), the head only (--freeze_backbone), or LoRA adapters and the head (--lora_r)."""
+    if model_args.freeze_backbone:
+        freeze_backbone(model)
+        log_trainable_parameters(model, "--freeze_backbone: the head only")
+    elif model_args.lora_r:
+        model = apply_lora(model, r=model_args.lora_r, alpha=model_args.lora_alpha, dropout=model_args.lora_dropout,
+                           target_modules=model_args.lora_target_modules,
+                           base_model=model_args.model_name_or_path)  # fmt: skip
+        log_trainable_parameters(
+            model, f"LoRA rank {model_args.lora_r} on {model_args.lora_target_modules}, the head in full"
+        )
+    elif model_args.model_name_or_path is not None:
+        log_trainable_parameters(model, "full fine-tuning")
+    return model
+
+
 def build_compute_metrics(num_labels: int):
     """Accuracy and macro F1, plus top-5 accuracy when there are more than 5 classes, from evaluate modules."""
     accuracy, macro_f1 = load_metric("accuracy"), load_metric("macro_f1")
@@ -610,6 +679,7 @@ def prepare_training(
     config = build_config(model_args, label_names, pretrained)
     check_free_space(output_dir, config, training_args, len(splits["train"]))
     model, processor = build_model(model_args, label_names, config, pretrained)
+    model = _choose_trained_weights(model, model_args, pretrained)
 
     train_set = splits["train"].with_transform(train_transform_fn(processor, augmentation_args))
     eval_sets = {name: splits[name].with_transform(eval_transform_fn(processor)) for name in ("validation", "test")}
@@ -652,7 +722,7 @@ def run_training(
     trainer = setup.trainer
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     output_dir = Path(training_args.output_dir)
-    _save_model(trainer, setup.processor, output_dir)
+    _save_model(trainer, setup.processor, output_dir, merge_lora=model_args.merge_lora)
 
     if data_args.skip_bad_images:
         train_result.metrics["skipped_bad_images"] = setup.skipped_bad_images
@@ -688,9 +758,10 @@ def run_training(
             augmentation_args=augmentation_args,
             train_runtime_s=train_result.metrics["train_runtime"],
             base_model=setup.lineage.base_model,
-            base_model_relation="finetune",
+            base_model_relation="adapter" if model_args.lora_r and not model_args.merge_lora else "finetune",
             source_model=model_args.model_name_or_path,
             license=setup.lineage.license,
+            adapter_of=model_args.model_name_or_path if model_args.lora_r and not model_args.merge_lora else None,
             command=command,
         )
         card.save(output_dir / "README.md")
@@ -699,7 +770,7 @@ def run_training(
     return json.loads((output_dir / "all_results.json").read_text()) if trainer.is_world_process_zero() else {}
 
 
-def _save_model(trainer: Trainer, processor: BaseImageProcessor, output_dir: Path) -> None:
+def _save_model(trainer: Trainer, processor: BaseImageProcessor, output_dir: Path, merge_lora: bool = False) -> None:
     """Write the model folder once, from the main process. Under FSDP the full weights are gathered first
     (a collective: every process takes part) and loaded into an unsharded copy of the model."""
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
@@ -709,8 +780,11 @@ def _save_model(trainer: Trainer, processor: BaseImageProcessor, output_dir: Pat
     if state_dict is not None:
         model = HfViTForImageClassification(model.config)
         model.load_state_dict(state_dict)
+    what = "model folder"
+    if is_lora_model(model):  # the adapter (adapter_config.json, adapter_model.safetensors), or merged: a full model
+        model, what = (merged_copy(model), "model folder (LoRA merged)") if merge_lora else (model, "PEFT adapter")
     save_model_folder(model, processor, output_dir)
-    print(f"hf_vit: model folder written to {output_dir}")
+    print(f"hf_vit: {what} written to {output_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:

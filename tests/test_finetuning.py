@@ -334,3 +334,98 @@ def test_layer_decay_gives_each_block_its_learning_rate_in_a_real_run(sources, t
     assert [per_rate[round(1e-3 * 0.5 ** (3 - layer), 12)] for layer in range(4)] == per_layer
     assert layer_index("base_model.model.vit.layers.1.mlp.fc1.lora_A.default.weight", 2) == 2  # under PEFT
     assert layer_index("vit.embeddings.stem.convs.0.weight", 2) == 0 and layer_index("classifier.bias", 2) == 3
+
+
+# --- Partial fine-tuning: a linear probe, LoRA -----------------------------------------------------------------------
+
+
+def reproduced_test_results(model, processor, data_set: Path) -> dict[str, float]:
+    """Loss and accuracy of `model` on the test split a run on `data_set` used (the same seeded carve), through the
+    saved processor: what the trained model gave, when the saved files hold it."""
+    from hf_vit.data import DataArguments, load_image_dataset
+
+    test = load_image_dataset(DataArguments(dataset=str(data_set)))["test"]
+    pixels = processor([image.convert("RGB") for image in test["image"]], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model.eval()(pixel_values=pixels).logits
+    labels = torch.tensor(test["label"])
+    return {"test_loss": torch.nn.functional.cross_entropy(logits, labels).item(),
+            "test_accuracy": (logits.argmax(-1) == labels).float().mean().item()}  # fmt: skip
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("peft") is None, reason="needs peft (the dev extra has it)")
+def test_lora_leaves_an_adapter_or_a_merged_model_that_gives_the_trained_logits(sources, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoImageProcessor
+
+    data_set = shapes_folder(tmp_path / "shapes", count=32)
+    source = sources["hf_vit"][0]
+    common = ["--dataset", str(data_set), "--model_name_or_path", str(source), "--lora_r", "4", "--learning_rate",
+              "1e-2", "--label_smoothing_factor", "0", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
+              *QUIET]  # fmt: skip
+    assert train_main([*common, "--output_dir", str(tmp_path / "adapter")]) == 0
+    assert train_main([*common, "--merge_lora", "True", "--output_dir", str(tmp_path / "merged")]) == 0
+
+    adapter = tmp_path / "adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors", "preprocessor_config.json"} <= {
+        path.name for path in adapter.iterdir()}  # fmt: skip
+    assert not (adapter / "model.safetensors").exists()
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(source)
+    base = HfViTForImageClassification.from_pretrained(source)
+    tuned = PeftModel.from_pretrained(base, adapter)
+    processor = AutoImageProcessor.from_pretrained(adapter)
+    results = json.loads((adapter / "all_results.json").read_text())
+    reproduced = reproduced_test_results(tuned, processor, data_set)
+    assert reproduced["test_loss"] == pytest.approx(results["test_loss"], abs=1e-5)
+    assert reproduced["test_accuracy"] == pytest.approx(results["test_accuracy"])
+    card = ModelCard.load(adapter / "README.md")
+    assert "base_model_relation" not in card.data.to_dict() and card.data.library_name == "peft"  # a local base
+    assert f'PeftModel.from_pretrained(base, "{adapter.name}")' in card.text
+
+    merged = tmp_path / "merged"
+    assert not (merged / "adapter_config.json").exists()
+    results = json.loads((merged / "all_results.json").read_text())
+    model = HfViTForImageClassification.from_pretrained(merged)
+    reproduced = reproduced_test_results(model, AutoImageProcessor.from_pretrained(merged), data_set)
+    assert reproduced["test_loss"] == pytest.approx(results["test_loss"], abs=1e-5)
+    # The trained adapters changed the weights they sit on, and the head trained in full.
+    source_model = HfViTForImageClassification.from_pretrained(source)
+    for name in ("vit.layers.0.attention.qkv.weight", "vit.layers.1.mlp.fc2.weight", "classifier.weight"):
+        assert not torch.equal(model.state_dict()[name], source_model.state_dict()[name]), name
+    assert torch.equal(
+        model.state_dict()["vit.layers.0.norm1.weight"], source_model.state_dict()["vit.layers.0.norm1.weight"]
+    )
+
+
+def test_freeze_backbone_trains_the_head_only(sources, tmp_path):
+    source = sources["hf_vit"][0]
+    output_dir = tmp_path / "probe"
+    argv = ["--dataset", str(shapes_folder(tmp_path / "shapes")), "--model_name_or_path", str(source),
+            "--freeze_backbone", "True", "--learning_rate", "1e-2", "--num_train_epochs", "1",
+            "--per_device_train_batch_size", "8", "--output_dir", str(output_dir), *QUIET]  # fmt: skip
+    assert train_main(argv) == 0
+    before = HfViTForImageClassification.from_pretrained(source).state_dict()
+    after = HfViTForImageClassification.from_pretrained(output_dir).state_dict()
+    changed = sorted(name for name in before if not torch.equal(before[name], after[name]))
+    assert changed == ["classifier.bias", "classifier.weight"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lora_r", "8"], "--lora_r adapts a pretrained model: give the checkpoint with --model_name_or_path"),
+        (["--freeze_backbone", "True"], "--freeze_backbone adapts a pretrained model"),
+        (["--model_name_or_path", "x", "--merge_lora", "True"], "--merge_lora configure LoRA.*add --lora_r 16"),
+        (["--model_name_or_path", "x", "--lora_r", "8", "--freeze_backbone", "True"], "give one"),
+        (["--model_name_or_path", "x", "--lora_r", "-1"], "positive rank"),
+    ],
+)
+def test_partial_finetuning_options_are_checked_before_anything_loads(argv, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        train_main([*argv, "--output_dir", str(tmp_path / "never"), *QUIET])
+
+
+def test_lora_without_peft_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "peft", None)  # what an import sees when PEFT is not installed
+    with pytest.raises(ValueError, match=r"LoRA needs PEFT.*pip install 'hf_vit\[peft\]'"):
+        train_main(["--model_name_or_path", "x", "--lora_r", "8", "--output_dir", str(tmp_path / "never"), *QUIET])
