@@ -132,8 +132,9 @@ def source_kind(folder: Path, source: str) -> str:
 
 def read_lineage(folder: Path, repo_id: str | None, kind: str) -> Lineage:
     """The Hub repo the weights come from and their licence: the repo itself when downloaded; for a local folder
-    what it knows of itself: huggingface_hub's cache layout, the `base_model` of its card (an hf_vit conversion is the
-    same weights as its source), timm's `hf_hub_id`. Never a local path."""
+    what it knows of itself: huggingface_hub's cache layout, or, for an hf_vit folder, the `base_model` of its card
+    (a conversion holds its source's weights). Never a local path. A timm folder's own `hf_hub_id` is not taken:
+    `save_for_hf` writes the architecture's default one whatever the weights are."""
     card_data = {}
     if (folder / "README.md").is_file():
         from huggingface_hub import ModelCard
@@ -142,17 +143,18 @@ def read_lineage(folder: Path, repo_id: str | None, kind: str) -> Lineage:
             card_data = ModelCard.load(folder / "README.md").data.to_dict()
         except Exception as error:  # a card without YAML metadata, or unparsable: the lineage is then unknown
             logger.info(f"{folder / 'README.md'}: no card metadata read ({error})")
-    timm_config = {}
-    if kind == "timm":
-        timm_config = json.loads((folder / "config.json").read_text()).get("pretrained_cfg") or {}
     candidates = [repo_id]
     cached = CACHE_SNAPSHOT.search(Path(os.path.abspath(folder)).as_posix())
     candidates.append(f"{cached.group(1)}/{cached.group(2)}" if cached else None)
-    base_of_card = card_data.get("base_model")
-    candidates.append(base_of_card[0] if isinstance(base_of_card, list) and len(base_of_card) == 1 else base_of_card)
-    candidates.append(timm_config.get("hf_hub_id"))
+    if kind == "hf_vit":
+        base_of_card = card_data.get("base_model")
+        candidates.append(
+            base_of_card[0] if isinstance(base_of_card, list) and len(base_of_card) == 1 else base_of_card
+        )
     base_model = next((name for name in candidates if isinstance(name, str) and is_hub_repo_id(name)), None)
-    licence = card_data.get("license") or timm_config.get("license")
+    licence = card_data.get("license")
+    if licence is None and kind == "timm" and base_model is not None:
+        licence = (json.loads((folder / "config.json").read_text()).get("pretrained_cfg") or {}).get("license")
     return Lineage(base_model=base_model, license=licence if isinstance(licence, str) else None)
 
 

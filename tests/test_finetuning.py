@@ -248,6 +248,10 @@ api = HfApi()
 for kind, repo in {repos!r}.items():
     api.create_repo(repo, exist_ok=True)
     api.upload_folder(repo_id=repo, folder_path={folders!r}[kind])
+from hf_vit.convert import main as convert_main
+
+assert convert_main(["--from", "timm", "--source", {repos["timm"]!r}, "--output", "converted"]) == 0
+assert convert_main(["--from", "transformers", "--source", {repos["transformers"]!r}, "--output", "converted_vit"]) == 0
 pixels = torch.load("pixels.pt")
 logits = {{}}
 for kind, repo in {repos!r}.items():
@@ -264,6 +268,14 @@ print(json.dumps(logits))
             reference = sources[kind][1]
             assert (torch.tensor(logits[kind]) - source_logits(reference, pixels)).abs().max() <= TOLERANCE, kind
         assert "converted in memory from a timm checkpoint" in result.stderr
+        # Lineage through `hf-vit convert` from the Hub: the convert card names the repo, its relation and licence,
+        # and a fine-tuning run from the converted folder (offline, local) takes them over.
+        card = ModelCard.load(tmp_path / "converted" / "README.md").data
+        assert (card.base_model, card.base_model_relation, card.license) == (repos["timm"], "quantized", "apache-2.0")
+        card = ModelCard.load(tmp_path / "converted_vit" / "README.md").data
+        assert card.base_model == repos["transformers"] and "license" not in card.to_dict()  # none in the source
+        lineage = load_pretrained(str(tmp_path / "converted")).lineage
+        assert (lineage.base_model, lineage.license) == (repos["timm"], "apache-2.0")
 
         output_dir = tmp_path / "run"
         command = [sys.executable, "-m", "hf_vit.cli", "train", "--dataset", str(shapes_folder(tmp_path / "shapes")),
