@@ -157,6 +157,13 @@ def test_a_timm_conversion_fine_tunes_at_a_new_non_square_size(sources, tmp_path
                                      dynamic_img_size=True)  # fmt: skip
     timm_at_size.load_state_dict(reference.state_dict())
     assert (source_logits(saved, pixels) - source_logits(timm_at_size.eval(), pixels)).abs().max() <= TOLERANCE
+    # `hf-vit evaluate` runs the folder's own processor class and reproduces the run's test accuracy.
+    from hf_vit.data import DataArguments
+    from hf_vit.evaluation import EvaluateArguments, evaluate_model
+
+    metrics = evaluate_model(EvaluateArguments(model=str(output_dir)), DataArguments(dataset=str(tmp_path / "shapes")))
+    results = json.loads((output_dir / "all_results.json").read_text())
+    assert metrics["test_accuracy"] == pytest.approx(results["test_accuracy"])
 
 
 def non_vit_folder(root: Path) -> Path:
