@@ -189,12 +189,14 @@ def build_model_card(
     source_model: str | None = None,
     license: str | None = None,
     adapter_of: str | None = None,
+    converted_from: str | None = None,
     command: str,
 ) -> ModelCard:
     """`results` maps split ('validation', 'test') -> metric name (without prefix) -> value. `base_model` is the
     Hub repo id of the checkpoint fine-tuned (metadata: the Hub's model tree), `source_model` what the user gave
     (a folder, a repo id; for the text), `license` the source's licence (default apache-2.0, hf_vit's own);
-    `adapter_of` the base model of a LoRA adapter folder (the card is then PEFT's)."""
+    `adapter_of` the base model of a LoRA adapter folder (the card is then PEFT's), `converted_from` the format of a
+    source converted in memory."""
     require_template()
     dataset_id = hub_dataset_id(dataset)
     metric_keys = [key for key in METRIC_NAMES if any(key in metrics for metrics in results.values())]
@@ -242,6 +244,8 @@ def build_model_card(
     origin = f"fine-tuned from `{source_model}`" if source_model else "trained from scratch"
     if source_model and base_model and source_model != base_model:
         origin += f" (weights of `{base_model}`)"
+    if converted_from:
+        origin += f", a {converted_from} checkpoint converted exactly by `hf_vit.convert`,"
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),

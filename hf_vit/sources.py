@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,6 +38,8 @@ class Lineage:
 
     base_model: str | None = None
     license: str | None = None
+    # The checkpoint's format when it was converted in memory ("transformers", "deit", "timm"), for the card's text.
+    converted_from: str | None = None
 
 
 @dataclass
@@ -49,7 +51,6 @@ class PretrainedViT:
     kind: str  # "hf_vit", "transformers", "deit" or "timm"
     source: str  # as the user gave it
     lineage: Lineage
-    notes: list[str] = field(default_factory=list)
 
 
 def is_hub_repo_id(text: str | None) -> bool:
@@ -170,7 +171,7 @@ def _converted(kind: str, folder: Path, source: str):
         converted = convert(kind, os.fspath(folder), **options)
     except ImportError as error:
         raise ValueError(
-            f"--model_name_or_path {source!r} is a {kind} checkpoint; converting it needs {error.name}: "
+            f"--model_name_or_path {source!r} is a {kind} checkpoint; converting it needs {error.name or 'timm'}: "
             "pip install 'hf_vit[convert]'."
         ) from error
     except ValueError as error:  # the converter names the weight or option hf_vit has no counterpart for
@@ -205,9 +206,8 @@ def load_pretrained(source: str, revision: str | None = None) -> PretrainedViT:
         f"{difference:.1e}; preprocessing carried: {describe_processor(converted.image_processor)}"
     )
     logger.warning(message)
-    notes = [f"Converted in memory from the {kind} checkpoint by `hf_vit.convert` (max logit difference against the "
-             f"source library {difference:.1e})."] + converted.notes  # fmt: skip
-    return PretrainedViT(converted.model, converted.image_processor, kind, source, lineage, notes)
+    lineage.converted_from = kind
+    return PretrainedViT(converted.model, converted.image_processor, kind, source, lineage)
 
 
 def parse_image_size(text: str | None) -> tuple[int, int] | None:

@@ -2,7 +2,8 @@
 leave a complete model folder (weights, config, code, processor, metrics, curves, confusion matrix, model card).
 
 Options are parsed with `HfArgumentParser`, so every `TrainingArguments` option works as in transformers'
-examples. Each built-in data set has a default recipe; options given on the command line win over it."""
+examples. Each built-in data set has a default recipe, and a checkpoint the fine-tuning recipe (`finetuning.py`);
+options given on the command line win over them. Checkpoints of any ViT format are loaded by `sources.py`."""
 
 import argparse
 import json
@@ -760,6 +761,7 @@ def run_training(
             base_model=setup.lineage.base_model,
             base_model_relation="adapter" if model_args.lora_r and not model_args.merge_lora else "finetune",
             source_model=model_args.model_name_or_path,
+            converted_from=setup.lineage.converted_from,
             license=setup.lineage.license,
             adapter_of=model_args.model_name_or_path if model_args.lora_r and not model_args.merge_lora else None,
             command=command,

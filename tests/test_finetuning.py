@@ -294,6 +294,9 @@ print(json.dumps(logits))
         card = ModelCard.load(output_dir / "README.md")
         assert card.data.base_model == repos["timm"] and card.data.license == "apache-2.0"
         assert card.data.base_model_relation == "finetune"
+        assert (
+            f"fine-tuned from `{repos['timm']}`, a timm checkpoint converted exactly by `hf_vit.convert`," in card.text
+        )
     finally:
         hub.stop()
 
