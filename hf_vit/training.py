@@ -671,6 +671,12 @@ def prepare_training(
     training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
     check_resume_learning_rate(training_args.resume_from_checkpoint, training_args)
     warn_if_resume_is_not_exact(training_args.resume_from_checkpoint, augmentation_args)
+    if training_args.push_to_hub and model_args.lora_r and not model_args.merge_lora:
+        raise ValueError(
+            "--push_to_hub uploads a complete hf_vit model folder, and --lora_r without --merge_lora leaves a PEFT "
+            "adapter: add --merge_lora True, or push the adapter folder after the run (huggingface_hub's "
+            "upload_folder)."
+        )
     set_seed(training_args.seed)
     pretrained = load_checkpoint(model_args)
     splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)

@@ -440,6 +440,7 @@ def test_freeze_backbone_trains_the_head_only(sources, tmp_path):
         (["--model_name_or_path", "x", "--merge_lora", "True"], "--merge_lora configure LoRA.*add --lora_r 16"),
         (["--model_name_or_path", "x", "--lora_r", "8", "--freeze_backbone", "True"], "give one"),
         (["--model_name_or_path", "x", "--lora_r", "-1"], "positive rank"),
+        (["--model_name_or_path", "x", "--lora_r", "8", "--push_to_hub", "True"], "add --merge_lora True"),
     ],
 )
 def test_partial_finetuning_options_are_checked_before_anything_loads(argv, message, tmp_path):
