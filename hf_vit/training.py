@@ -476,6 +476,14 @@ def build_config(
             f"--ignore_mismatched_sizes: the classification head of {source} ({base_config.num_labels} labels) is "
             f"re-initialised for the data set's {len(label_names)} labels; every other weight is fine-tuned."
         )
+    else:
+        checkpoint_labels = [str(name) for _, name in sorted(base_config.id2label.items(), key=lambda i: int(i[0]))]
+        if checkpoint_labels != list(label_names):
+            logger.warning(
+                f"{source} has a head for {len(checkpoint_labels)} labels of other names "
+                f"({', '.join(checkpoint_labels[:4])}, ...): it is kept and fine-tuned for the data set's labels "
+                f"({', '.join(label_names[:4])}, ...), in that order."
+            )
     config = finetuning_config(pretrained, {**overrides, **_label_fields(label_names)})
     if tuple(config.image_hw) != tuple(base_config.image_hw):
         logger.warning(
