@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTImageProcessor
+from transformers import AutoImageProcessor, HfArgumentParser, Trainer, TrainingArguments
 from transformers.utils import logging
 
 from . import speedups
@@ -54,7 +54,8 @@ def evaluate_model(args: EvaluateArguments, data_args: DataArguments, raw_datase
     if args.split not in splits:
         raise ValueError(f"--split {args.split!r} must be one of {list(splits)}.")
     model = speedups.apply_and_log(HfViTForImageClassification.from_pretrained(args.model), logger.warning)
-    processor = ViTImageProcessor.from_pretrained(args.model)
+    # The folder's own processor class: a fine-tuned timm or DeiT source keeps its resize-and-crop processor.
+    processor = AutoImageProcessor.from_pretrained(args.model)
     dataset = align_labels(splits[args.split], model.config.label2id, args.model)
     training_args = TrainingArguments(
         output_dir="/tmp/hf_vit_evaluate",  # unused: nothing is saved

@@ -144,7 +144,8 @@ def test_imagefolder_with_string_labels_fine_tuned_with_mixing_augmentation(digi
     assert "test_top5_accuracy" not in results  # top-5 only with more than 5 classes
     assert 0.0 <= results["test_accuracy"] <= 1.0
     card = ModelCard.load(output_dir / "README.md")
-    assert card.data.base_model == str(digits_folder)
+    assert card.data.base_model is None, "a local folder is never a base_model (the Hub takes repo ids)"
+    assert f"fine-tuned from `{digits_folder}`" in card.text
 
 
 def test_in_memory_hub_style_set_with_string_labels_and_a_conv_stem(tmp_path):
@@ -277,3 +278,47 @@ def test_bad_options_name_the_option_and_the_fix(argv, message, tmp_path):
     assert error.type is ValueError, "argument errors are ValueErrors with a message, not a bare parser exit"
     assert __import__("re").search(message, str(error.value)), str(error.value)
     assert not (tmp_path / "never" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected", "logged"),
+    [
+        (["--eval_strategy", "no"], ("no", "epoch", False), "--eval_strategy no was given"),
+        (["--save_strategy", "no"], ("epoch", "no", False), "--save_strategy no was given"),
+        (["--save_strategy", "steps", "--save_steps", "30"], ("steps", "steps", True), "--eval_strategy follows"),
+        (["--eval_strategy", "steps", "--eval_steps", "20"], ("steps", "steps", True), "--save_strategy follows"),
+        (["--eval_strategy", "epoch", "--save_strategy", "steps"], ("epoch", "steps", False), "differ"),
+        (["--eval_strategy=steps", "--eval_steps", "30", "--save_steps", "50"], ("steps", "steps", False), "multiple"),
+        (["--save_strategy", "best"], ("epoch", "best", True), None),
+    ],
+)
+def test_a_recipe_default_gives_way_to_given_strategies_and_says_so(argv, expected, logged, caplog):
+    with caplog.at_level("WARNING", logger="hf_vit"):
+        _, _, _, training_args = parse_args(argv)  # TrainingArguments itself refuses an inconsistent combination
+    strategies = (training_args.eval_strategy.value, training_args.save_strategy.value)
+    assert (*strategies, training_args.load_best_model_at_end) == expected
+    if training_args.load_best_model_at_end and "steps" in strategies:
+        assert training_args.save_steps % training_args.eval_steps == 0
+    assert (logged is None and "recipe:" not in caplog.text) or (logged and logged in caplog.text), caplog.text
+
+
+def test_a_run_without_evaluations_trains_to_the_end(tmp_path):
+    output_dir = tmp_path / "no_eval"
+    argv = ["--eval_strategy", "no", "--output_dir", str(output_dir), "--num_train_epochs", "2",
+            "--config_overrides", TINY, "--max_train_samples", "256", *QUIET]  # fmt: skip
+    assert train_main(argv) == 0
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 16 and state["best_model_checkpoint"] is None
+    assert [entry["epoch"] for entry in state["log_history"] if "eval_accuracy" in entry] == [2.0]  # the final one
+    assert 0.0 <= json.loads((output_dir / "all_results.json").read_text())["test_accuracy"] <= 1.0
+
+
+def test_help_shows_the_values_the_run_uses(capsys):
+    for argv, shown in (([], "(default: 0.001)"), (["--dataset", "fashion_mnist"], "(default: 0.0015)")):
+        with pytest.raises(SystemExit):
+            parse_args([*argv, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert (
+            "usage: hf-vit train" in text
+            and f"--learning-rate LEARNING_RATE The initial learning rate for the optimizer. {shown}" in text
+        )
