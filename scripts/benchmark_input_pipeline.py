@@ -11,9 +11,9 @@ size of an ImageNet photo) resized to 224, pipeline only (no model step: a ViT-B
 The pipeline runs as Trainer runs it in the main process (`--dataloader_num_workers 0`): a `DataLoader` over the set
 with hf_vit's train transform (`train_transform_fn`) and collator (`collate`), shuffled, at the recipe's batch size,
 with one torch thread (one core). The model step (forward, backward, AdamW step) runs on random pixels with every core
-this process may use. With --end_to_end, whole training steps (loader and model) are also timed with 0 and with 1
-loader worker. Every measurement is repeated --repeats times, the cases and measurements interleaved within each
-round (other jobs on a shared machine then slow all of them alike), and the medians are printed."""
+this process may use, or --model_threads. With --end_to_end, whole training steps (loader and model) are also timed
+with 0 and with 1 loader worker. Every measurement is repeated --repeats times, the cases and measurements interleaved
+within each round (other jobs on a shared machine then slow all of them alike), and the medians are printed."""
 
 import argparse
 import io
@@ -136,9 +136,13 @@ def main() -> None:
     parser.add_argument("--pipeline_images", type=int, default=640, help="images through the pipeline per repeat")
     parser.add_argument("--model_steps", type=int, default=3, help="timed model steps per repeat")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--model_threads", type=int, default=None, help="torch threads of the model step (all cores)")
+    parser.add_argument("--pipeline_only", action="store_true", help="no model step (e.g. on a GPU host's CPU)")
     parser.add_argument("--end_to_end", action="store_true", help="also time loader + model with 0 and 1 worker")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if args.model_threads:
+        torch.set_num_threads(args.model_threads)
     print(f"{cores} cores, torch {torch.__version__}, {torch.get_num_threads()} threads for the model step")
 
     setups = {}
@@ -151,7 +155,7 @@ def main() -> None:
             "config": config,
             "batch_size": batch_size,
             "loader": loader(dataset, config, augmentation, batch_size, workers=0),
-            "step": ModelStep(config, bf16) if case["model"] else None,
+            "step": ModelStep(config, bf16) if case["model"] and not args.pipeline_only else None,
             "dataset": dataset,
             "augmentation": augmentation,
         }
