@@ -14,12 +14,12 @@ from .distributed import _given_use_cpu, trains_on_cpu
 
 logger = logging.get_logger("hf_vit")
 
-# The GPU training rate the workers must keep up with: ViT-B/16 in bfloat16 on an H100 (docs/benchmarks.md, "GPU").
+# The GPU training rate the workers must keep up with: ViT-B/16 in bfloat16, measured (docs/benchmarks.md, "GPU").
 REFERENCE_GPU_IMAGES_PER_S = 3_350
 # Images one core decodes, augments (RandomResizedCrop to 224, flip) and collates per second, for ImageNet-size
-# (500 x 375) JPEGs: the slowest of the measured cases (docs/scaling.md; 224 px JPEGs went about twice as fast).
+# (500 x 375) JPEGs: the slowest of the measured cases (docs/scaling.md, "The input pipeline").
 IMAGES_PER_S_PER_CORE = 260
-# Workers that keep the reference GPU fed (13): more cost memory (each holds its batches, and with persistent workers
+# Workers that keep the reference GPU fed: more cost memory (each holds its batches, and with persistent workers
 # the evaluation loader keeps its own) without a faster run of that model. Smaller models train faster and can use
 # more: give --dataloader_num_workers.
 WORKERS_TO_FEED_A_GPU = math.ceil(REFERENCE_GPU_IMAGES_PER_S / IMAGES_PER_S_PER_CORE)
@@ -35,9 +35,10 @@ def loader_settings(device_type: str, cores: int) -> dict:
     """`TrainingArguments` data loading defaults for training on `device_type` ('cpu', 'cuda', 'mps', ...) with
     `cores` cores for this process.
 
-    - On the CPU, no worker: images are decoded in the training process. Per core, the model step took 7 (28 px
-      PNGs) to 60 (224 px JPEGs) times as long as decoding its batch (measured), so a worker could save a seventh of
-      the time at most, and it takes a core from the model's threads (on 2 cores whole steps were slower with one).
+    - On the CPU, no worker: images are decoded in the training process. Per core, the model step takes several
+      times (28 px images) to tens of times (224 px) as long as decoding its batch, so a worker could save a small
+      share of the time at most, and it takes a core from the model's threads (measured not faster in
+      docs/scaling.md).
     - On an accelerator, one worker per core but one (the training process drives the device), at least one (it
       decodes while the device computes), and at most WORKERS_TO_FEED_A_GPU. Workers stay alive between epochs and
       evaluations (`persistent_workers`: no restart of every worker at each evaluation); each prefetches torch's

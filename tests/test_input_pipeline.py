@@ -63,3 +63,14 @@ def test_cpu_run_decodes_in_the_training_process_and_a_given_worker_count_wins(t
             parse_args(["--dataset", "fashion_mnist", *given])
     _, _, _, training_args = parse_args(["--dataloader_num_workers", "1", "--dataloader_persistent_workers"])
     assert training_args.dataloader_num_workers == 1 and training_args.dataloader_persistent_workers
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="checks the CUDA defaults")
+def test_cuda_run_decodes_in_persistent_workers_unless_told_otherwise():
+    _, _, _, training_args = parse_args([])
+    assert 1 <= training_args.dataloader_num_workers <= WORKERS_TO_FEED_A_GPU
+    assert training_args.dataloader_persistent_workers and training_args.dataloader_pin_memory
+    _, _, _, training_args = parse_args(["--dataloader_num_workers", "0"])  # given: wins, and no persistent workers
+    assert training_args.dataloader_num_workers == 0 and not training_args.dataloader_persistent_workers
+    _, _, _, training_args = parse_args(["--use_cpu", "True"])  # training on the CPU of a GPU machine
+    assert training_args.dataloader_num_workers == 0 and training_args.dataloader_pin_memory is False
