@@ -42,6 +42,7 @@ from .finetuning import (
     peft_is_installed,
 )
 from .hub import push_model
+from .input_pipeline import loader_defaults
 from .metrics import load_metric
 from .model_card import build_model_card, require_template
 from .modeling_hf_vit import HfViTForImageClassification
@@ -184,7 +185,7 @@ COMMON_DEFAULTS = {
     "weight_decay": 0.05,
     "label_smoothing_factor": 0.1,
     "per_device_eval_batch_size": 256,
-    "dataloader_pin_memory": torch.cuda.is_available(),  # pinning is for GPU copies; on CPU it only warns
+    # Data loading (workers, persistent workers, pinned memory): per training device, see input_pipeline.py.
     # With --push_to_hub, push once, at the end, the complete folder (checkpoint pushes would carry Trainer's files).
     "hub_strategy": "end",
 }
@@ -217,8 +218,6 @@ RECIPES = {
         "num_train_epochs": 24,
         "learning_rate": 1.5e-3,
         "per_device_train_batch_size": 64,
-        # On 2 cores a loader worker competes with the model's two threads: decoding in the main process was faster.
-        "dataloader_num_workers": 0,
     },
     "default": {
         "preset": "vit-tiny-patch16-224",
@@ -300,6 +299,7 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Augmenta
     _resolve_native_bf16(recipe, argv, given)
     argv = launch_defaults(recipe, argv, given)
     streaming_defaults(recipe, argv, given)
+    loader_defaults(recipe, argv, given)
     if "model_name_or_path" in given:
         recipe.pop("preset")
         _use_finetuning_recipe(recipe, argv, given)

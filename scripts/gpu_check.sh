@@ -3,7 +3,9 @@
 #  1. issue 6: vit-base-patch16-224, bfloat16 autocast, torch.compile, batch 256, hf_vit against transformers' ViT
 #     (sdpa) and timm with the same weights, plus each contender's torch.profiler table. Targets: inference >= 10,000
 #     images/s, training >= 3,000 images/s, hf_vit >= 1.0x timm and >= 1.3x transformers (sdpa and eager).
-#  2. issue 3: `hf-vit train` (digits, its default recipe) with --bf16 on the GPU, through Trainer.
+#  2. issue 3: `hf-vit train` (digits, its default recipe) with --bf16 on the GPU, through Trainer (issue 17: its log
+#     names the loader workers hf_vit chose for the GPU).
+#  3. issue 17: the input pipeline's images/s per core of this machine's CPU (docs/scaling.md, "The input pipeline").
 # The benchmark's table is printed last.
 #
 # It installs nothing from the network (the machine reaches none). The image's python3 has torch, transformers and
@@ -44,6 +46,13 @@ timeout 120 python3 -m hf_vit.cli train --bf16 True --output_dir /tmp/digits-gpu
 echo "hf-vit train (digits, --bf16, GPU): exit $? after $((SECONDS - started)) s"
 tail -5 "$OUT/train_log.txt"
 cp /tmp/digits-gpu/all_results.json "$OUT/train_all_results.json" 2>/dev/null && cat "$OUT/train_all_results.json"
+grep "data loading:" "$OUT/train_log.txt"
+
+started=$SECONDS
+timeout 150 python3 scripts/benchmark_input_pipeline.py --pipeline_only --num_images 1000 --repeats 5 \
+    >"$OUT/input_pipeline.md" 2>&1
+echo "input pipeline per core: exit $? after $((SECONDS - started)) s"
+tail -6 "$OUT/input_pipeline.md"
 
 echo
 cat "$OUT/table.md"

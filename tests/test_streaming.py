@@ -2,11 +2,15 @@
 `hf-vit train` and `hf-vit evaluate` (real clients in subprocesses, as in test_hub.py)."""
 
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from hub_server import LocalHub
+from test_distributed import REPO, TORCHRUN, assert_one_complete_folder, needs_torchrun
 from test_hub import hub, hub_env  # noqa: F401  (hub: the server fixture)
 
 from hf_vit.training import parse_args
@@ -30,14 +34,20 @@ DatasetDict(splits).push_to_hub({REPO_ID!r}, num_shards={{"train": 4}})
 """
 
 
-def test_streaming_trains_and_evaluates_on_a_bounded_declared_number_of_images(hub, tmp_path):  # noqa: F811
-    env = hub_env(hub, tmp_path / "home")
-    pushed = subprocess.run([sys.executable, "-c", push_script()], env=env, cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
+@pytest.fixture(scope="module")
+def streamed_set(hub, tmp_path_factory) -> list[str]:  # noqa: F811
+    """The stripes set pushed once to the module's Hub server; its training files' paths in the repository."""
+    folder = tmp_path_factory.mktemp("push")
+    pushed = subprocess.run([sys.executable, "-c", push_script()], env=hub_env(hub, folder / "home"), cwd=folder,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert pushed.returncode == 0, pushed.stderr
-    train_files = [name for name in hub.files(REPO_ID, repo_type="dataset") if "train-" in name]
+    train_files = sorted(name for name in hub.files(REPO_ID, repo_type="dataset") if "train-" in name)
     assert len(train_files) == 4, train_files
+    return train_files
 
+
+def test_streaming_trains_and_evaluates_on_a_bounded_declared_number_of_images(hub, streamed_set, tmp_path):  # noqa: F811
+    env = hub_env(hub, tmp_path / "home")
     output = tmp_path / "run"
     train = ["--dataset", REPO_ID, "--streaming", "--max_steps", "6", "--per_device_train_batch_size", "16",
              "--max_eval_samples", str(EVAL_IMAGES), "--preset", "vit-digits-patch2-8", "--config_overrides", TINY,
@@ -69,6 +79,65 @@ def test_streaming_trains_and_evaluates_on_a_bounded_declared_number_of_images(h
     results = json.loads((output / "all_results.json").read_text())
     assert metrics["test_samples"] == EVAL_IMAGES
     assert metrics["test_accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-4)
+
+
+def file_downloads(server: LocalHub) -> Counter:
+    """GETs of each file of the streamed set (its path in the repository) that `server` answered."""
+    prefix = re.compile(rf"/datasets/{re.escape(REPO_ID)}/resolve/[^/]+/")
+    return Counter(prefix.sub("", path) for verb, path in server.state.requests if verb == "GET" and prefix.match(path))
+
+
+# Each process of the launch talks to its own server (HF_ENDPOINT_RANK<local rank>), set before huggingface_hub reads
+# HF_ENDPOINT at import, so that each server's request log is one process's.
+PER_RANK_ENDPOINT = (
+    "import os, sys\n"
+    "os.environ['HF_ENDPOINT'] = os.environ['HF_ENDPOINT_RANK' + os.environ['LOCAL_RANK']]\n"
+    "from hf_vit.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
+@needs_torchrun
+def test_each_process_of_a_streaming_launch_reads_its_own_training_files(hub, streamed_set, tmp_path):  # noqa: F811
+    """`torchrun --nproc_per_node 2`: the 4 training files are split between the 2 processes (two each), none read by
+    both, where processes reading the whole stream would each fetch all 4, and batches dispatched from the first
+    process would leave the second reading none."""
+    # A server per process over the module server's repositories and files, each with its own request log.
+    servers = []
+    for _ in range(2):
+        server = LocalHub(hub.state.root)
+        server.state.repos = hub.state.repos
+        servers.append(server.start())
+    folder = tmp_path / "model"
+    endpoints = {f"HF_ENDPOINT_RANK{rank}": server.endpoint for rank, server in enumerate(servers)}
+    # One thread per process: two processes on two cores.
+    env = hub_env(hub, tmp_path / "home", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **endpoints)
+    train = ["--dataset", REPO_ID, "--streaming", "--max_steps", "3", "--per_device_train_batch_size", "8",
+             "--max_eval_samples", "8", "--preset", "vit-digits-patch2-8", "--config_overrides", TINY,
+             "--output_dir", str(folder), "--report_to", "none", "--disable_tqdm", "True"]  # fmt: skip
+    command = [TORCHRUN, "--nproc_per_node", "2", "--no-python", sys.executable, "-c", PER_RANK_ENDPOINT, "train"]
+    try:
+        result = subprocess.run([*command, *train], env=env, cwd=tmp_path, capture_output=True, text=True,
+                                timeout=300)  # fmt: skip
+    finally:
+        for server in servers:
+            server.stop()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "global batch 16 = 8 per device x 2 processes" in result.stderr
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 3
+
+    downloads = [file_downloads(server) for server in servers]
+    for rank, fetched in enumerate(downloads):
+        # Each process reads the head of the held-out splits itself, from its own server.
+        assert fetched["data/validation-00000-of-00001.parquet"] == 1, (rank, fetched)
+        # A process fills its shuffle buffer (1,000 images) from all of its files (48 images each) before its first
+        # step: every file of its share is fetched, once.
+        own_files = {name: count for name, count in fetched.items() if name in streamed_set}
+        assert sorted(own_files.values()) == [1, 1], (rank, fetched)
+    assert set(downloads[0]) & set(downloads[1]) & set(streamed_set) == set(), downloads
+    assert_one_complete_folder(folder, result)
+    # Read as a stream: no parquet file of the set was downloaded into the cache.
+    assert not list((tmp_path / "home").rglob("*.parquet"))
 
 
 @pytest.mark.parametrize(
