@@ -43,6 +43,7 @@ def tests_dir(version: str = transformers.__version__, timeout: float = 300) -> 
         return final / "tests"
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".transformers-{version}-", dir=final.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users once renamed into place
     try:
         _download_and_extract(version, staging, timeout)
         try:
