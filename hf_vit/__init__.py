@@ -7,8 +7,9 @@ marks them for `auto_map`, so that `save_pretrained` writes the code files a Hub
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
-from .configuration_hf_vit import PRESETS, HfViTConfig
+from .configuration_hf_vit import HfViTConfig
 from .modeling_hf_vit import HfViTForImageClassification, HfViTModel, HfViTPreTrainedModel
+from .presets import PRESETS, preset_config
 from .processing import build_image_processor, save_model_folder
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ HfViTForImageClassification.register_for_auto_class("AutoModelForImageClassifica
 
 __all__ = [
     "PRESETS",
+    "preset_config",
     "HfViTConfig",
     "HfViTModel",
     "HfViTForImageClassification",

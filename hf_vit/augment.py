@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 import torch
 from torchvision.transforms import InterpolationMode, v2
 from transformers import ViTImageProcessor
+from transformers.image_utils import PILImageResampling
 
 from .data import IMAGE_COLUMN, LABEL_COLUMN
 from .images import to_rgb
+from .processing import processor_output_size
 
 # Below this side length, RandomResizedCrop throws away too much of a tiny image: pad and crop instead (CIFAR style).
 SMALL_IMAGE_SIDE = 64
@@ -56,22 +58,40 @@ class AugmentationArguments:
 
 
 def _size_and_normalize(processor: ViTImageProcessor) -> tuple[tuple[int, int], v2.Normalize]:
-    size = (processor.size["height"], processor.size["width"])
-    return size, v2.Normalize(mean=list(processor.image_mean), std=list(processor.image_std))
+    # The processor's own resize rule (a timm-style processor resizes the shortest edge, then crops).
+    normalize = v2.Normalize(mean=list(processor.image_mean), std=list(processor.image_std))
+    return processor_output_size(processor), normalize
+
+
+def _interpolation(processor: ViTImageProcessor) -> InterpolationMode:
+    """The processor's resampling filter (timm sources: bicubic), for the training crops and resizes."""
+    resample = getattr(processor, "resample", None)
+    names = {
+        PILImageResampling.BICUBIC: InterpolationMode.BICUBIC,
+        PILImageResampling.NEAREST: InterpolationMode.NEAREST,
+        PILImageResampling.LANCZOS: InterpolationMode.LANCZOS,
+    }
+    return names.get(resample, InterpolationMode.BILINEAR)
 
 
 def _train_steps(processor: ViTImageProcessor, args: AugmentationArguments) -> tuple[list, list, list]:
     """The train transform in three parts: random steps per image (PIL image -> uint8 tensor [3, H, W] at the
     processor's size), the float conversion and normalisation, then random steps on the normalised image."""
     size, normalize = _size_and_normalize(processor)
+    interpolation = _interpolation(processor)
     per_image = [to_rgb, v2.ToImage()]  # to_rgb, as in evaluation and prediction: the same pixels for every mode
     if args.random_crop and min(size) < SMALL_IMAGE_SIDE:
         # Pad by an eighth of the side (4 px at 32, 1 px at 8) with black pixels, then crop back at random.
-        per_image += [v2.Resize(size, antialias=True), v2.RandomCrop(size, padding=max(1, min(size) // 8), fill=0)]
+        per_image += [
+            v2.Resize(size, interpolation, antialias=True),
+            v2.RandomCrop(size, padding=max(1, min(size) // 8), fill=0),
+        ]
     elif args.random_crop:
-        per_image.append(v2.RandomResizedCrop(size, scale=(args.crop_scale_min, 1.0), antialias=True))
+        per_image.append(
+            v2.RandomResizedCrop(size, scale=(args.crop_scale_min, 1.0), interpolation=interpolation, antialias=True)
+        )
     else:
-        per_image.append(v2.Resize(size, antialias=True))
+        per_image.append(v2.Resize(size, interpolation, antialias=True))
     if args.horizontal_flip:
         per_image.append(v2.RandomHorizontalFlip())
     if args.auto_augment == "trivial":
@@ -92,8 +112,8 @@ def build_train_transform(processor: ViTImageProcessor, args: AugmentationArgume
 def train_transform_fn(processor: ViTImageProcessor, args: AugmentationArguments):
     """The `with_transform` function of the training split: the pixels of `build_train_transform` (the same random
     draws; with RandomErasing on, in another order), but the float conversion and normalisation run once on the whole
-    batch. Per image, v2's dispatch made these two elementwise steps 3/4 of the transform's time (measured on a 28 x 28
-    image: about 110 of 150 us); Fashion-MNIST's batches of 64 went from 19 to 12.5 ms."""
+    batch: on small images, v2's per-call dispatch, not the arithmetic, is most of these two steps' cost (figures in
+    docs/training.md)."""
     per_image, to_float, normalised = _train_steps(processor, args)
     per_image, to_float = v2.Compose(per_image), v2.Compose(to_float)
     normalised = v2.Compose(normalised) if normalised else None

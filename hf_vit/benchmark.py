@@ -16,7 +16,6 @@ high-water mark, with malloc returning freed blocks to the system).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
@@ -33,20 +32,24 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .configuration_hf_vit import PRESETS, HfViTConfig
+from .cli_args import CommandParser
+from .configuration_hf_vit import HfViTConfig
 from .flops import forward_flops
-from .modeling_hf_vit import _ONEDNN_LINEAR, HfViTForImageClassification, HfViTLinear
+from .modeling_hf_vit import HfViTForImageClassification
+from .presets import PRESETS, preset_config
+from .speedups import ONEDNN_LINEAR, apply
 
-CONTENDERS = ("hf_vit", "transformers-sdpa", "transformers-eager", "timm")
-# hf_vit with every linear on F.linear (torch's default BLAS) even where it would pick oneDNN: what that choice buys.
-EXTRA_CONTENDERS = ("hf_vit-aten",)
+# "hf_vit": the installed package, with `hf_vit.speedups.apply`; "hf_vit-plain": the model file alone, as a Hub user
+# without hf_vit runs it through remote code.
+CONTENDERS = ("hf_vit", "hf_vit-plain", "transformers-sdpa", "transformers-eager", "timm")
 MODES = ("inference", "training")
 # Pseudo-contenders that measure the machine's matrix-multiply rate in each round: torch.mm (torch's default BLAS,
-# what F.linear uses), and on CPU in float32 also oneDNN's matrix product, which HfViTLinear may use instead. The
+# what F.linear uses), and on CPU in float32 also oneDNN's matrix product, which `hf_vit.speedups` may use instead. The
 # faster of the two is the rate that "of matmul rate" divides by.
 MATMUL = "matmul"
 MATMUL_ONEDNN = "matmul-onednn"
 MATMULS = (MATMUL, MATMUL_ONEDNN)
+ONEDNN_CHOICES = {"auto": "auto", "on": True, "off": False}  # --onednn-linear -> hf_vit.speedups.apply
 LOGITS_TOLERANCE = 1e-4  # max |logit difference| between contenders in float32 eager
 
 
@@ -67,6 +70,7 @@ class Settings:
     profile: str | None = None  # append each contender's torch.profiler table (top operators) to this file
     retain_freed_memory: bool = True  # CPU: see `retain_freed_memory`
     seed: int = 0
+    onednn_linear: str = "auto"  # hf_vit.speedups.apply's choice: "auto", "on" or "off"
 
 
 @dataclass
@@ -86,7 +90,7 @@ class Result:
 def benchmark_config(preset: str, num_labels: int) -> HfViTConfig:
     """The preset with what transformers' ViT lacks switched off (stochastic depth, mean pooling), so that every
     contender runs the same network; dropout is zero in all presets."""
-    return HfViTConfig.from_preset(preset, num_labels=num_labels, drop_path_rate=0.0, pooling="cls")
+    return preset_config(preset, num_labels=num_labels, drop_path_rate=0.0, pooling="cls")
 
 
 def reference_model(config: HfViTConfig, seed: int) -> HfViTForImageClassification:
@@ -98,26 +102,27 @@ def reference_model(config: HfViTConfig, seed: int) -> HfViTForImageClassificati
     return model
 
 
-def build_contenders(model: HfViTForImageClassification, names, folder: str) -> dict[str, torch.nn.Module]:
-    """Each contender holding exactly `model`'s weights."""
+def build_contenders(
+    model: HfViTForImageClassification, names, folder: str, onednn_linear: bool | str = "auto"
+) -> dict[str, torch.nn.Module]:
+    """Each contender holding exactly `model`'s weights; `onednn_linear` as `hf_vit.speedups.apply` takes it."""
     from .convert import export_timm, export_transformers
 
     built = {}
     for name in names:
         if name == "hf_vit":
-            built[name] = model
-        elif name == "hf_vit-aten":
             built[name] = copy.deepcopy(model)
-            for module in built[name].modules():
-                if isinstance(module, HfViTLinear):
-                    module.use_onednn = False
+            for change in apply(built[name], onednn_linear=onednn_linear):
+                progress(f"hf_vit speed-up: {change}")
+        elif name == "hf_vit-plain":
+            built[name] = model
         elif name.startswith("transformers-"):
             attention = name.removeprefix("transformers-")
             built[name] = export_transformers(model, os.path.join(folder, attention), attn_implementation=attention)
         elif name == "timm":
             built[name] = export_timm(model)
         else:
-            raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS + EXTRA_CONTENDERS)}.")
+            raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}.")
     return built
 
 
@@ -170,12 +175,12 @@ def synchronize(device: str) -> None:
 
 def matmul_steps(settings: Settings) -> dict[str, tuple[Callable[[], None], int]]:
     """Square matrix multiplies large enough to reach the machine's peak rate, in the benchmark's dtype: torch.mm,
-    and oneDNN's product where HfViTLinear can use it (CPU, float32). Name -> (step, FLOPs)."""
+    and oneDNN's product where `hf_vit.speedups` can use it (CPU, float32). Name -> (step, FLOPs)."""
     size = 8192 if settings.device == "cuda" else 2048
     a, b = (torch.randn(size, size, device=settings.device, dtype=getattr(torch, settings.dtype)) for _ in range(2))
     steps = {MATMUL: (lambda: torch.mm(a, b), 2 * size**3)}
-    if settings.device == "cpu" and settings.dtype == "float32" and _ONEDNN_LINEAR is not None:
-        steps[MATMUL_ONEDNN] = (lambda: _ONEDNN_LINEAR(a, b, None), 2 * size**3)
+    if settings.device == "cpu" and settings.dtype == "float32" and ONEDNN_LINEAR is not None:
+        steps[MATMUL_ONEDNN] = (lambda: ONEDNN_LINEAR(a, b, None), 2 * size**3)
     return steps
 
 
@@ -307,7 +312,9 @@ def measure_memory_here(contender: str, mode: str, settings: Settings) -> float:
     optimizer state, compiled code): activations, gradients and workspaces, the part implementations differ in."""
     config = benchmark_config(settings.preset, settings.num_labels)
     with tempfile.TemporaryDirectory() as folder:
-        module = build_contenders(reference_model(config, settings.seed), [contender], folder)[contender]
+        module = build_contenders(
+            reference_model(config, settings.seed), [contender], folder, ONEDNN_CHOICES[settings.onednn_linear]
+        )[contender]
     pixels, labels = inputs(config, settings)
     step = make_step(prepare(module, mode, settings), mode, settings, pixels, labels)
     for _ in range(settings.warmup):  # compilation, lazy library set-up, optimizer state
@@ -384,7 +391,9 @@ def run(settings: Settings) -> dict:
     configure(settings)
     config = benchmark_config(settings.preset, settings.num_labels)
     with tempfile.TemporaryDirectory() as folder:
-        contenders = build_contenders(reference_model(config, settings.seed), settings.contenders, folder)
+        contenders = build_contenders(
+            reference_model(config, settings.seed), settings.contenders, folder, ONEDNN_CHOICES[settings.onednn_linear]
+        )
     differences = logit_differences(contenders, config)
     disagreeing = {name: value for name, value in differences.items() if value > LOGITS_TOLERANCE}
     if disagreeing:
@@ -458,22 +467,24 @@ def markdown(report: dict) -> str:
 
 def parse_settings(argv: list[str] | None) -> tuple[Settings, str | None]:
     """The settings, and the path for the JSON report (if any)."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="hf-vit benchmark", description="hf_vit against transformers' ViT (sdpa, eager) and timm, same weights."
     )
     parser.add_argument("--preset", default=Settings.preset, choices=sorted(PRESETS), metavar="NAME",
-                        help=f"a preset of `hf-vit info` (default {Settings.preset})")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=Settings.batch_size)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+                        help="a preset of `hf-vit info`")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=Settings.batch_size, help="images per step")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where every contender runs")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="bfloat16: autocast")
     parser.add_argument("--compile", action="store_true", help="torch.compile every contender")
     parser.add_argument("--repeats", type=int, default=Settings.repeats, help="timed rounds (median over them)")
     parser.add_argument("--warmup", type=int, default=Settings.warmup, help="untimed steps per contender and mode")
-    parser.add_argument("--num-labels", type=int, default=Settings.num_labels)
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS + EXTRA_CONTENDERS,
-                        help="hf_vit-aten: hf_vit with its linears on F.linear, to see what oneDNN buys")  # fmt: skip
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--num-labels", type=int, default=Settings.num_labels, help="classes of the head")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (None: torch's choice)")
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS,
+                        help="hf_vit: with hf_vit.speedups; hf_vit-plain: the Hub model file alone")  # fmt: skip
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="what to time")
+    parser.add_argument("--onednn-linear", default="auto", choices=sorted(ONEDNN_CHOICES),
+                        help="hf_vit's linears on oneDNN (auto: where hf_vit.speedups finds it faster)")  # fmt: skip
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument(
         "--system-malloc",
@@ -498,6 +509,7 @@ def parse_settings(argv: list[str] | None) -> tuple[Settings, str | None]:
         memory=not args.no_memory,
         profile=args.profile,
         retain_freed_memory=not args.system_malloc,
+        onednn_linear=args.onednn_linear,
     )
     return settings, args.json
 

@@ -24,10 +24,20 @@ FASHION_MNIST_LABELS = [
 ]  # fmt: skip
 IMAGE_COLUMN = "image"
 LABEL_COLUMN = "label"
+# Columns of the image check's own table: the row in the split, and what is wrong with its image.
+ROW_COLUMN = "row"
+PROBLEM_COLUMN = "problem"
 # Bad images or labels named one by one in a message; the rest are counted.
 EXAMPLES_SHOWN = 10
 
 logger = logging.getLogger("hf_vit")
+
+IMAGE_CHECKS = ("auto", "full", "sample", "off")
+# --image_check auto decodes every image up to this many images in the splits used, and a sample of each split above.
+IMAGE_CHECK_FULL_LIMIT = 100_000
+IMAGE_CHECK_SAMPLE_SIZE = 10_000
+# Below this many images per process, starting worker processes costs more than it saves.
+IMAGES_PER_CHECK_PROCESS = 5_000
 
 
 @dataclass
@@ -69,6 +79,33 @@ class DataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Keep the first N validation and test images."}
     )
+    image_check: str = field(
+        default="auto",
+        metadata={
+            "help": "How the images are checked before a run: 'full' decodes every image of the splits used "
+            f"(in parallel, see --image_check_num_proc), 'sample' a seeded random --image_check_sample_size of each "
+            f"split, 'off' none; 'auto' (the default) is 'full' up to {IMAGE_CHECK_FULL_LIMIT:,} images in all, "
+            "'sample' above. An unusable image that the check did not decode stops the run when training reaches it."
+        },
+    )
+    image_check_sample_size: int = field(
+        default=IMAGE_CHECK_SAMPLE_SIZE, metadata={"help": "Images decoded per split by --image_check sample."}
+    )
+    image_check_num_proc: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes that decode images for --image_check full (datasets' num_proc); default: the CPU "
+            "cores this process may use, shared between the processes of a multi-process launch on this machine."
+        },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read a Hub data set as a stream (datasets' streaming=True) instead of downloading it whole: "
+            "needs --max_steps; validation and test are the first --max_eval_samples images (default 1,000) of the "
+            "set's validation and test splits (or --eval_split / --test_split), read into memory."
+        },
+    )
     skip_bad_images: bool = field(
         default=False,
         metadata={
@@ -82,10 +119,19 @@ class DataArguments:
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
                 raise ValueError(f"--{name} {value} must be between 0 and 1 (exclusive), e.g. 0.1.")
-        for name in ("max_train_samples", "max_eval_samples"):
+        if self.streaming and self.dataset in BUILTIN_DATASETS:
+            raise ValueError(f"--streaming is for Hub data sets; {self.dataset!r} is built in memory: leave it out.")
+        if self.streaming and self.skip_bad_images:
+            raise ValueError(
+                "--skip_bad_images needs every image decoded before the run, and --streaming reads the training "
+                "images only while training (an unusable one stops the run there): give one of the two."
+            )
+        if self.image_check not in IMAGE_CHECKS:
+            raise ValueError(f"--image_check {self.image_check!r} must be one of {', '.join(IMAGE_CHECKS)}.")
+        for name in ("max_train_samples", "max_eval_samples", "image_check_sample_size", "image_check_num_proc"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"--{name} {value} must be a positive number of images.")
+                raise ValueError(f"--{name} {value} must be a positive number.")
 
 
 def digits_dataset() -> Dataset:
@@ -289,24 +335,51 @@ def _image_problem(decoder: Image, entry: dict, where: str) -> str | None:
     return None
 
 
-def find_bad_images(split: Dataset, split_name: str) -> list[tuple[int, str]]:
-    """(row, what is wrong) of every image of `split` that training could not use: a corrupt, truncated or non-image
-    file, or one `to_rgb` refuses. Every image is decoded in full, as training decodes it (datasets' Image(): PIL's
-    `open` and then `load`, which reads every pixel; `Image.verify()` alone misses truncated JPEGs)."""
+def _check_image_batch(batch: dict, split_name: str) -> dict:
+    """datasets.map function of `find_bad_images`: what is wrong with each image of the batch ('' when usable)."""
     decoder = Image()
-    entries = split.select_columns([IMAGE_COLUMN]).cast_column(IMAGE_COLUMN, Image(decode=False))
     problems = []
-    row = 0
-    with tqdm(total=len(entries), desc=f"checking images ({split_name})", unit="img") as progress:
-        for batch in entries.iter(batch_size=1000):
-            for entry in batch[IMAGE_COLUMN]:
-                where = f"split {split_name!r}, row {row}"
-                problem = _image_problem(decoder, entry, f"{entry['path']} ({where})" if entry["path"] else where)
-                if problem is not None:
-                    problems.append((row, problem))
-                row += 1
-            progress.update(len(batch[IMAGE_COLUMN]))
-    return problems
+    for entry, row in zip(batch[IMAGE_COLUMN], batch[ROW_COLUMN], strict=True):
+        where = f"split {split_name!r}, row {row}"
+        problem = _image_problem(decoder, entry, f"{entry['path']} ({where})" if entry["path"] else where)
+        problems.append(problem or "")
+    return {PROBLEM_COLUMN: problems}
+
+
+def check_processes(num_images: int, asked: int | None = None) -> int:
+    """Processes for decoding `num_images` images: `asked`, else the cores this process may use shared between the
+    processes a launcher started on this machine, and no more than keeps each busy (IMAGES_PER_CHECK_PROCESS)."""
+    if asked is not None:
+        return asked
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(cores // max(1, local_processes), num_images // IMAGES_PER_CHECK_PROCESS))
+
+
+def find_bad_images(
+    split: Dataset, split_name: str, rows: list[int] | None = None, num_proc: int = 1
+) -> list[tuple[int, str]]:
+    """(row, what is wrong) of every image of `split` (or of its `rows`) that training could not use: a corrupt,
+    truncated or non-image file, or one `to_rgb` refuses. Every image is decoded in full, as training decodes it
+    (datasets' Image(): PIL's `open` and then `load`, which reads every pixel; `Image.verify()` alone misses truncated
+    JPEGs), in `num_proc` processes (datasets' `map`)."""
+    entries = split.select_columns([IMAGE_COLUMN]).cast_column(IMAGE_COLUMN, Image(decode=False))
+    if rows is None:
+        entries = entries.add_column(ROW_COLUMN, list(range(len(entries))))
+    else:
+        entries = entries.select(rows).add_column(ROW_COLUMN, rows)
+    checked = entries.map(
+        _check_image_batch,
+        batched=True,
+        batch_size=1000,
+        fn_kwargs={"split_name": split_name},
+        remove_columns=[IMAGE_COLUMN],
+        num_proc=num_proc if num_proc > 1 else None,
+        keep_in_memory=True,  # a result, not a data set to cache: the files may change before the next run
+        desc=f"checking images ({split_name})",
+    )
+    found = zip(checked[ROW_COLUMN], checked[PROBLEM_COLUMN], strict=True)
+    return [(row, problem) for row, problem in found if problem]
 
 
 def _listing(problems: list[str]) -> str:
@@ -316,20 +389,55 @@ def _listing(problems: list[str]) -> str:
     return "\n".join(f"  {line}" for line in lines)
 
 
-def drop_or_refuse_bad_images(dataset: DatasetDict, skip_bad_images: bool) -> tuple[DatasetDict, dict[str, int]]:
-    """Every split's images checked with `find_bad_images`: any unusable image is a ValueError naming each (its path,
-    or its split and row), unless `skip_bad_images`, which leaves them out, logs them and counts them per split."""
-    problems = {name: find_bad_images(split, name) for name, split in dataset.items()}
+def _rows_to_check(dataset: DatasetDict, args: DataArguments) -> dict[str, list[int] | None]:
+    """Per split, the rows --image_check decodes (None: all of them), and the log line that says what is left out."""
+    total = sum(len(split) for split in dataset.values())
+    mode = args.image_check
+    if mode == "auto":
+        mode = "full" if total <= IMAGE_CHECK_FULL_LIMIT else "sample"
+    if mode == "off":
+        logger.warning(
+            f"--image_check off: none of the {total:,} images was decoded before the run; an unusable image stops "
+            "training when it is reached. --image_check full checks them all first."
+        )
+        return {}
+    if mode == "full":
+        return dict.fromkeys(dataset)
+    rows = {}
+    rng = np.random.default_rng(args.split_seed)
+    for name, split in dataset.items():
+        size = min(args.image_check_sample_size, len(split))
+        rows[name] = None if size == len(split) else sorted(rng.choice(len(split), size, replace=False).tolist())
+    checked = sum(len(split) if rows[name] is None else len(rows[name]) for name, split in dataset.items())
+    reason = "" if args.image_check == "sample" else f", as the splits hold more than {IMAGE_CHECK_FULL_LIMIT:,}"
+    logger.warning(
+        f"--image_check sample{reason}: decoded {checked:,} of {total:,} images (a seeded sample of up to "
+        f"{args.image_check_sample_size:,} per split); an unusable image outside the sample stops training when it is "
+        "reached. --image_check full checks them all first (in parallel; cost measured in docs/scaling.md)."
+    )
+    return rows
+
+
+def drop_or_refuse_bad_images(dataset: DatasetDict, args: DataArguments) -> tuple[DatasetDict, dict[str, int]]:
+    """The images --image_check picks (`_rows_to_check`) checked with `find_bad_images`: any unusable image is a
+    ValueError naming each (its path, or its split and row), unless --skip_bad_images, which leaves them out, logs
+    them and counts them per split."""
+    rows_to_check = _rows_to_check(dataset, args)
+    problems = {}
+    for name, rows in rows_to_check.items():
+        count = len(dataset[name]) if rows is None else len(rows)
+        processes = check_processes(count, args.image_check_num_proc)
+        problems[name] = find_bad_images(dataset[name], name, rows, processes)
     every_problem = [problem for found in problems.values() for _, problem in found]
-    if every_problem and not skip_bad_images:
+    if every_problem and not args.skip_bad_images:
         raise ValueError(
             f"{len(every_problem)} image(s) cannot be used:\n{_listing(every_problem)}\nFix or remove these files, "
             "or pass --skip_bad_images to leave them out (the run then reports how many it left out)."
         )
     kept = {}
     for name, split in dataset.items():
-        bad_rows = {row for row, _ in problems[name]}
-        listing = _listing([problem for _, problem in problems[name]])
+        bad_rows = {row for row, _ in problems.get(name, ())}
+        listing = _listing([problem for _, problem in problems.get(name, ())])
         if bad_rows and len(bad_rows) == len(split):
             raise ValueError(f"All {len(split)} images of split {name!r} are unusable; fix the files:\n{listing}")
         if bad_rows:
@@ -376,7 +484,7 @@ def prepare_splits(
     used = standardize_columns(DatasetDict({name: raw[name] for name in used_names}), args)
     skipped = {}
     if check_images:
-        used, skipped = drop_or_refuse_bad_images(used, args.skip_bad_images)
+        used, skipped = drop_or_refuse_bad_images(used, args)
     train = used[args.train_split]
     if test_split is None:
         train, test = _carve(train, args.test_fraction, args.split_seed, "test")

@@ -6,13 +6,17 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTImageProcessor
+from transformers import AutoImageProcessor, HfArgumentParser, Trainer, TrainingArguments
 from transformers.utils import logging
 
+from . import speedups
 from .augment import collate, eval_transform_fn
 from .data import LABEL_COLUMN, DataArguments, load_image_dataset_with_skip_counts
 from .modeling_hf_vit import HfViTForImageClassification
+from .streaming import load_streaming_splits
 from .training import build_compute_metrics
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -38,11 +42,20 @@ def align_labels(dataset, model_label2id: dict[str, int], model: str):
 
 
 def evaluate_model(args: EvaluateArguments, data_args: DataArguments, raw_dataset=None) -> dict[str, float]:
-    splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)
+    if data_args.streaming:
+        if args.split == "train":
+            raise ValueError(
+                "--split train is a stream of unknown length under --streaming: evaluate validation or test (the "
+                "first --max_eval_samples images, as `hf-vit train --streaming` held them out)."
+            )
+        splits, skipped_bad_images = load_streaming_splits(data_args, seed=0), {}
+    else:
+        splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)
     if args.split not in splits:
         raise ValueError(f"--split {args.split!r} must be one of {list(splits)}.")
-    model = HfViTForImageClassification.from_pretrained(args.model)
-    processor = ViTImageProcessor.from_pretrained(args.model)
+    model = speedups.apply_and_log(HfViTForImageClassification.from_pretrained(args.model), logger.warning)
+    # The folder's own processor class: a fine-tuned timm or DeiT source keeps its resize-and-crop processor.
+    processor = AutoImageProcessor.from_pretrained(args.model)
     dataset = align_labels(splits[args.split], model.config.label2id, args.model)
     training_args = TrainingArguments(
         output_dir="/tmp/hf_vit_evaluate",  # unused: nothing is saved

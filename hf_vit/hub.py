@@ -6,13 +6,13 @@ loses nothing and the same command can simply be run again. Tokens come from hug
 (`HF_TOKEN`, `hf auth login`); hf_vit never prints, logs or stores them.
 """
 
-import argparse
 import fnmatch
 import sys
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, constants
 
+from .cli_args import CommandParser
 from .model_card import build_card_for_folder, retarget_card
 
 REQUIRED_FILES = ("model.safetensors", "config.json", "configuration_hf_vit.py", "modeling_hf_vit.py",
@@ -105,7 +105,7 @@ def push_model(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf-vit push", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="hf-vit push", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="the model folder to upload")
     parser.add_argument("--repo-id", required=True, help="NAMESPACE/NAME of the model repository")
     parser.add_argument("--private", action="store_true", help="create the repository as private")

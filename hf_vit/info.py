@@ -1,15 +1,15 @@
 """`hf-vit info`: what can be built here, and on what."""
 
-import argparse
 import importlib.metadata
 import os
 import platform
 
 import torch
 
-from .configuration_hf_vit import PRESETS, HfViTConfig
+from .cli_args import CommandParser
 from .flops import count_parameters, forward_flops
-from .modeling_hf_vit import HfViTLinear
+from .presets import PRESETS, preset_config
+from .speedups import onednn_is_faster
 
 PACKAGES = ("hf_vit", "torch", "torchvision", "transformers", "datasets", "accelerate", "evaluate", "huggingface_hub",
             "safetensors", "timm")  # fmt: skip
@@ -21,7 +21,7 @@ def preset_table(num_labels: int = 1000) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in PRESETS:
-        config = HfViTConfig.from_preset(name, num_labels=num_labels)
+        config = preset_config(name, num_labels=num_labels)
         rows.append(
             f"| {name} | {config.image_size} | {config.patch_size} | {config.hidden_size} | {config.num_hidden_layers} "
             f"| {config.num_attention_heads} | {count_parameters(config) / 1e6:.2f} "
@@ -55,7 +55,7 @@ def device_description() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf-vit info", description=__doc__)
+    parser = CommandParser(prog="hf-vit info", description=__doc__)
     parser.add_argument("--num-labels", type=int, default=1000, help="head size used for the parameter counts")
     args = parser.parse_args(argv)
     print(f"Presets (parameters and forward FLOPs with a {args.num_labels}-class head):\n")
@@ -65,6 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {package:<16} {version}")
     print(f"  {'python':<16} {platform.python_version()}")
     print(f"\nDevice: {device_description()}")
-    linears = "oneDNN" if HfViTLinear.use_onednn else "torch's default BLAS (F.linear)"
-    print(f"float32 CPU linears: {linears} (HF_VIT_ONEDNN_LINEAR=0/1 overrides the choice)")
+    linears = "oneDNN" if onednn_is_faster() else "torch's default BLAS (F.linear)"
+    print(f"hf_vit.speedups.apply here: float32 CPU block linears on {linears}; short-sequence attention for sdpa")
     return 0

@@ -58,13 +58,47 @@ print(model.config.id2label[label_id])
 ```
 
 `trust_remote_code=True` loads the model code stored with the weights (`modeling_hf_vit.py`,
-`configuration_hf_vit.py`); with the `hf_vit` package installed and imported it is not needed."""
+`configuration_hf_vit.py`): plain torch + transformers, tested to load with the same logits under transformers 4.57
+(the oldest supported) and 5.x, with torch 2.4 or newer. With the `hf_vit` package installed and imported it is not
+needed, and `hf_vit.speedups.apply(model)` adds hf_vit's CPU speed-ups."""
 CARD_TAGS = ["hf_vit", "vision-transformer", "image-classification", "custom_code"]
+
+
+ADAPTER_USAGE = """## Usage
+
+A LoRA adapter (PEFT) for the hf_vit model `{base}`, with its classification head:
+
+```python
+import torch
+from PIL import Image
+from peft import PeftModel
+from transformers import AutoImageProcessor
+
+from hf_vit import HfViTForImageClassification
+
+id2label = {id2label}
+base = HfViTForImageClassification.from_pretrained("{base}", id2label=id2label, ignore_mismatched_sizes=True)
+model = PeftModel.from_pretrained(base, "{model_id}").eval()
+processor = AutoImageProcessor.from_pretrained("{model_id}")
+with torch.no_grad():
+    logits = model(**processor(Image.open("image.png"), return_tensors="pt")).logits
+print(id2label[logits.argmax(-1).item()])
+```
+
+`model.merge_and_unload()` gives a plain hf_vit model; `hf-vit train ... --merge_lora True` saves one directly.
+A base that is not an hf_vit folder or repo (a transformers or timm checkpoint) is loaded once converted: `hf-vit
+convert --from transformers|deit|timm --source {base} --output BASE_DIR`, then `from_pretrained("BASE_DIR", ...)`."""
 
 
 def usage_section(model_id: str) -> str:
     """The card's usage snippets, for a folder path or a Hub repo id; they work when pasted."""
     return USAGE.format(model_id=model_id)
+
+
+def adapter_usage_section(model_id: str, base: str, id2label: dict) -> str:
+    """Usage of a LoRA adapter folder: its base model, then `PeftModel.from_pretrained`."""
+    labels = {int(index): label for index, label in id2label.items()}
+    return ADAPTER_USAGE.format(model_id=model_id, base=base, id2label=labels)
 
 
 def build_folder_card(config, *, model_id: str, title: str, description: str, details: list[str]) -> ModelCard:
@@ -153,9 +187,18 @@ def build_model_card(
     augmentation_args,
     train_runtime_s: float,
     base_model: str | None = None,
+    base_model_relation: str | None = None,
+    source_model: str | None = None,
+    license: str | None = None,
+    adapter_of: str | None = None,
+    converted_from: str | None = None,
     command: str,
 ) -> ModelCard:
-    """`results` maps split ('validation', 'test') -> metric name (without prefix) -> value."""
+    """`results` maps split ('validation', 'test') -> metric name (without prefix) -> value. `base_model` is the
+    Hub repo id of the checkpoint fine-tuned (metadata: the Hub's model tree), `source_model` what the user gave
+    (a folder, a repo id; for the text), `license` the source's licence (default apache-2.0, hf_vit's own);
+    `adapter_of` the base model of a LoRA adapter folder (the card is then PEFT's), `converted_from` the format of a
+    source converted in memory."""
     require_template()
     dataset_id = hub_dataset_id(dataset)
     metric_keys = [key for key in METRIC_NAMES if any(key in metrics for metrics in results.values())]
@@ -176,13 +219,14 @@ def build_model_card(
     ]
     card_data = ModelCardData(
         model_name=model_name,
-        library_name="transformers",
+        library_name="peft" if adapter_of else "transformers",
         pipeline_tag="image-classification",
-        license="apache-2.0",
+        license=license or "apache-2.0",
         tags=CARD_TAGS,
         datasets=[dataset_id] if dataset_id else None,
         metrics=["accuracy", "f1"],
         base_model=base_model,
+        base_model_relation=base_model_relation if base_model else None,
         eval_results=eval_results or None,
     )
     results_rows = "\n".join(
@@ -198,12 +242,19 @@ def build_model_card(
     shown.update({f"augmentation: {key}": value for key, value in asdict(augmentation_args).items()})
     config_rows = {name: getattr(config, name) for name in SHOWN_CONFIG_FIELDS}
     config_rows["parameters"] = f"{count_parameters(config):,}"
-    origin = f"fine-tuned from `{base_model}`" if base_model else "trained from scratch"
+    source_model = source_model or base_model
+    origin = f"fine-tuned from `{source_model}`" if source_model else "trained from scratch"
+    if source_model and base_model and source_model != base_model:
+        origin += f" (weights of `{base_model}`)"
+    if converted_from:
+        origin += f", a {converted_from} checkpoint converted exactly by `hf_vit.convert`,"
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
         model_name=model_name,
-        usage=usage_section(model_name),
+        usage=adapter_usage_section(model_name, adapter_of, config.id2label)
+        if adapter_of
+        else usage_section(model_name),
         model_description=f"A Vision Transformer (an `hf_vit` model) {origin} on `{dataset}` for image classification.",
         dataset_description=DATASET_DESCRIPTIONS.get(dataset, f"`{dataset}`."),
         num_labels=config.num_labels,

@@ -1,19 +1,22 @@
 """hf_vit: a Vision Transformer (Dosovitskiy et al., 2021) for image classification, as a transformers model.
 
 Read top to bottom: embeddings (patches, class and register tokens, positions), attention, MLP, the pre-norm block,
-then the two models. This file is loaded as Hub remote code, so it imports only torch, transformers and its sibling
-configuration file.
+then the two models.
+
+This file travels with every saved model as Hub remote code and runs on the loader's transformers: 4.57 (the last
+4.x) and 5.x, with torch 2.4 or newer. So it imports only torch, transformers and its sibling configuration file,
+uses only public APIs present in both lines, and holds no machine-specific tuning (hf_vit's own speed-ups, applied
+by `hf_vit.speedups.apply`, live in the installed package).
 """
 
-import os
-import platform
+from __future__ import annotations  # annotations such as `int | None` stay unevaluated on Python 3.9
+
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
@@ -21,6 +24,11 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import can_return_tuple
 
 from .configuration_hf_vit import HfViTConfig
+
+try:  # transformers 5: initialisers that leave alone the weights from_pretrained has loaded
+    from transformers import initialization as init
+except ImportError:  # transformers 4.x calls _init_weights only on modules whose weights it did not load
+    from torch.nn import init
 
 
 def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -35,108 +43,6 @@ def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, temperature: f
     return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=1).unsqueeze(0)
 
 
-def _onednn_linear_op():
-    """`hf_vit::onednn_linear(x, W, b, activation) = activation(x W^T + b)` on oneDNN, as a torch custom op: an opaque
-    kernel to `torch.compile` (inductor's own lowering of oneDNN's linear takes frozen weights only). Differentiable
-    with activation "none"; "gelu" (erf GELU fused into the product, one pass less over the MLP's widest tensor) is
-    for inference only."""
-    try:  # another copy of this file (remote code of another repo) defined it in this process already
-        return torch.ops.hf_vit.onednn_linear.default
-    except (AttributeError, RuntimeError):
-        pass
-
-    @torch.library.custom_op("hf_vit::onednn_linear", mutates_args=())
-    def onednn_linear(
-        inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"
-    ) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, activation, [], "none")
-
-    @onednn_linear.register_fake
-    def _(inputs, weight, bias, activation="none"):
-        return inputs.new_empty((*inputs.shape[:-1], weight.shape[0]))
-
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0], inputs[1])
-        ctx.has_bias = inputs[2] is not None
-        ctx.activation = inputs[3] if len(inputs) > 3 else "none"
-
-    def backward(ctx, grad_output):
-        if ctx.activation != "none":
-            raise RuntimeError(f"hf_vit::onednn_linear with activation {ctx.activation!r} is for inference only.")
-        inputs, weight = ctx.saved_tensors
-        grad_output_2d = grad_output.reshape(-1, grad_output.shape[-1])
-        grad_inputs = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:  # dL/dx = g W: a linear whose "weight" is W^T
-            grad_inputs = onednn_linear(grad_output, weight.t(), None)
-        if ctx.needs_input_grad[1]:  # dL/dW = g^T x
-            grad_weight = onednn_linear(grad_output_2d.t(), inputs.reshape(-1, inputs.shape[-1]).t(), None)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_output_2d.sum(0)
-        return grad_inputs, grad_weight, grad_bias, None
-
-    onednn_linear.register_autograd(backward, setup_context=setup_context)
-    return torch.ops.hf_vit.onednn_linear.default
-
-
-_ONEDNN_LINEAR = (
-    _onednn_linear_op()
-    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    else None
-)
-
-
-def _onednn_linear_by_default() -> bool:
-    """Whether float32 CPU linears run on oneDNN rather than torch's default BLAS (MKL). Both ship inside torch and
-    compute the same float32 product. MKL picks its AVX-512 kernels on Intel CPUs only; on AMD ones it runs AVX2
-    kernels at about half the speed of oneDNN's AVX-512 ones (measured on an AMD EPYC: 208 against 460 GFLOP/s for
-    ViT-S/16's qkv product). On an Intel Xeon MKL runs AVX-512 and oneDNN's linear (with GELU fused) measured slower
-    than MKL's addmm + GELU, so "auto" asks for an AMD x86-64 CPU.
-    `HF_VIT_ONEDNN_LINEAR=0` or `1` overrides the choice; so does setting `HfViTLinear.use_onednn`."""
-    setting = os.environ.get("HF_VIT_ONEDNN_LINEAR", "auto").strip().lower()
-    if setting not in ("auto", "0", "1"):
-        raise ValueError(f"HF_VIT_ONEDNN_LINEAR={setting!r} must be 'auto', '0' (torch's default) or '1' (oneDNN).")
-    if setting == "1" and _ONEDNN_LINEAR is None:
-        raise ValueError("HF_VIT_ONEDNN_LINEAR=1, but this torch build has no oneDNN linear; unset the variable.")
-    if setting != "auto" or _ONEDNN_LINEAR is None:
-        return setting == "1"
-    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
-            return "AuthenticAMD" in cpuinfo.read(4096)
-    except OSError:
-        return False
-
-
-class HfViTLinear(nn.Linear):
-    """`nn.Linear` (same parameters, hooks, PEFT and quantisation wrap it as one) whose float32 CPU products run on
-    oneDNN where that is the faster library (`use_onednn`, see `_onednn_linear_by_default`). Under autocast, on other
-    devices and dtypes, for tensor subclasses, while exporting, and where this torch has no oneDNN it is plain
-    `F.linear`: the same float32 product from torch's default library."""
-
-    use_onednn: bool = _onednn_linear_by_default()
-
-    def runs_on_onednn(self, inputs: torch.Tensor) -> bool:
-        return (
-            self.use_onednn
-            and _ONEDNN_LINEAR is not None
-            and inputs.device.type == "cpu"
-            and inputs.dtype == self.weight.dtype == torch.float32
-            and inputs.numel() > 0
-            and type(inputs) is torch.Tensor
-            and type(self.weight) in (torch.Tensor, nn.Parameter)
-            and torch.backends.mkldnn.enabled
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.jit.is_tracing()
-            and not torch.compiler.is_exporting()
-        )
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        if self.runs_on_onednn(inputs):
-            return _ONEDNN_LINEAR(inputs, self.weight, self.bias)
-        return F.linear(inputs, self.weight, self.bias)
-
-
 class HfViTConvStem(nn.Module):
     """`config.stem_channels`: 3x3 convolutions of stride 2, each followed by BatchNorm and ReLU (Xiao et al. 2021,
     "Early Convolutions Help Transformers See Better"). Overlapping, local filters instead of one big-stride patch
@@ -148,13 +54,13 @@ class HfViTConvStem(nn.Module):
         channels = [config.num_channels, *config.stem_channels]
         self.convs = nn.ModuleList(
             nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False)  # BatchNorm carries the bias
-            for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
+            for c_in, c_out in zip(channels[:-1], channels[1:])  # noqa: B905 (Python 3.9 has no strict)
         )
         self.norms = nn.ModuleList(nn.BatchNorm2d(c_out) for c_out in channels[1:])
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         features = pixel_values
-        for conv, norm in zip(self.convs, self.norms, strict=True):
+        for conv, norm in zip(self.convs, self.norms):  # noqa: B905 (Python 3.9 has no strict)
             features = F.relu(norm(conv(features)))
         return features
 
@@ -243,6 +149,16 @@ def eager_attention_forward(
     return output, weights
 
 
+def attention_function(implementation: str | None) -> Callable:
+    """The attention function transformers has registered under `implementation` ("sdpa", "flash_attention_2",
+    "flex_attention", or one registered with `AttentionInterface.register`); "eager" is this file's own."""
+    if implementation in (None, "eager"):
+        return eager_attention_forward
+    if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # transformers 5: checks the name, says what is wrong
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+    return ALL_ATTENTION_FUNCTIONS[implementation]  # transformers 4.x
+
+
 class HfViTAttention(nn.Module):
     def __init__(self, config: HfViTConfig):
         super().__init__()
@@ -253,26 +169,11 @@ class HfViTAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         # transformers' sdpa function reads this and defaults to causal without it.
         self.is_causal = False
-        self.qkv = HfViTLinear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.q_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
-        self.proj = HfViTLinear(config.hidden_size, config.hidden_size)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def sdpa_is_slower_here(self, key: torch.Tensor) -> bool:
-        """sdpa on CPU runs torch's flash kernel, whose fixed costs per block outweigh its savings on short sequences:
-        with 16 tokens the plain product + softmax was 4x faster in inference and 3.4x in training (forward and
-        backward), at 65 tokens 3-15% faster, at 197 slower (2 AMD EPYC threads, float32). sdpa takes that path while
-        there are no more keys than channels per head: then the [tokens, keys] weights it keeps for backward are no
-        larger than the [tokens, head_dim] output the flash kernel keeps, so training memory does not grow (at 65
-        keys and head_dim 64 it grew by 49 MiB, to 10 MiB above transformers'). The same attention, rounded
-        differently by float32 ulps. Under torch.compile inductor makes the choice."""
-        return (
-            self.config._attn_implementation == "sdpa"
-            and key.device.type == "cpu"
-            and key.shape[-2] <= key.shape[-1]
-            and not torch.compiler.is_compiling()
-        )
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False, num_queries: int | None = None):
         """`num_queries`: outputs for the first `num_queries` tokens only (they still attend to all tokens)."""
@@ -286,10 +187,8 @@ class HfViTAttention(nn.Module):
         query, key = self.q_norm(query), self.k_norm(key)
 
         # Fused kernels (sdpa, flash, flex) never materialise the weights, so a request for them takes the eager path.
-        attention: Callable = eager_attention_forward
-        if not output_attentions and not self.sdpa_is_slower_here(key):
-            attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
-        output, weights = attention(
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        output, weights = attention_function(implementation)(
             self,
             query,
             key,
@@ -305,31 +204,14 @@ class HfViTAttention(nn.Module):
 class HfViTMLP(nn.Module):
     def __init__(self, config: HfViTConfig):
         super().__init__()
-        self.fc1 = HfViTLinear(config.hidden_size, config.intermediate_size)
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
         self.activation = ACT2FN[config.hidden_act]
-        self.fc2 = HfViTLinear(config.intermediate_size, config.hidden_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.gelu_fusable = config.hidden_act == "gelu"  # transformers' "gelu" is the exact (erf) GELU, as oneDNN's
-
-    def fc1_and_gelu_fuse(self, hidden_states: torch.Tensor) -> bool:
-        """fc1 + GELU as one oneDNN call where nothing would see fc1's own output: inference without autograd, fc1
-        an unwrapped HfViTLinear (not a PEFT or quantised replacement) without hooks, on oneDNN anyway. GELU was 10%
-        of a ViT-S/16 CPU forward on its own."""
-        fc1 = self.fc1
-        return (
-            self.gelu_fusable
-            and type(fc1) is HfViTLinear
-            and not (fc1._forward_hooks or fc1._forward_pre_hooks)
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in (hidden_states, *fc1.parameters())))
-            and fc1.runs_on_onednn(hidden_states)
-        )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.fc1_and_gelu_fuse(hidden_states):
-            hidden_states = _ONEDNN_LINEAR(hidden_states, self.fc1.weight, self.fc1.bias, "gelu")
-        else:
-            hidden_states = self.activation(self.fc1(hidden_states))
-        return self.dropout(self.fc2(self.dropout(hidden_states)))
+        hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))
+        return self.dropout(self.fc2(hidden_states))
 
 
 class HfViTLayerScale(nn.Module):
@@ -431,7 +313,7 @@ class HfViTPreTrainedModel(PreTrainedModel):
         return (model, loading_info) if want_loading_info else model
 
     def _init_weights(self, module: nn.Module):
-        # transformers.initialization skips tensors that from_pretrained has already loaded.
+        # Linears and convolutions: truncated normal, as timm and big_vision (transformers' default is a plain normal).
         std = self.config.initializer_range
         heads = (getattr(self, "classifier", None), getattr(self, "distillation_classifier", None))
         if isinstance(module, nn.Linear) and any(module is head for head in heads):
@@ -442,15 +324,8 @@ class HfViTPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+            super()._init_weights(module)  # transformers' own: weights one, biases zero (BatchNorm statistics reset)
         elif isinstance(module, HfViTLayerScale):
             init.constant_(module.gamma, self.config.layerscale_init)
         elif isinstance(module, HfViTEmbeddings):
@@ -489,10 +364,9 @@ def check_pixel_values(pixel_values: torch.Tensor, config: HfViTConfig) -> None:
             f"image size {height}x{width} is not a multiple of the patch size {patch_h}x{patch_w}; "
             "resize or crop the images to a multiple of the patch size."
         )
-    # Skipped under torch.compile: a data-dependent check would break the graph. NaN and inf reach the minimum or the
-    # maximum, so one aminmax pass finds them: a tenth of isfinite().all()'s time (0.2 against 2 ms at ViT-S/16
-    # batch 16 on 2 CPU threads), which builds two full-size masks.
-    if torch.compiler.is_compiling() or not pixel_values.numel():
+    # NaN and inf reach the minimum or the maximum, so one aminmax pass finds them. On CPU only: on an accelerator the
+    # check would wait for the device on every call. Skipped under torch.compile, where it would break the graph.
+    if pixel_values.device.type != "cpu" or not pixel_values.numel() or torch.compiler.is_compiling():
         return
     low, high = torch.aminmax(pixel_values)
     if not (low.isfinite() and high.isfinite()):

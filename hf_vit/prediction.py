@@ -1,15 +1,19 @@
 """`hf-vit predict`: the top-k labels and scores of a saved model for image files, through transformers' pipeline,
 exactly as users of the model folder get them."""
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from transformers import AutoImageProcessor, pipeline
+from transformers.utils import logging
 
+from . import speedups
+from .cli_args import CommandParser
 from .images import read_image_file
 from .modeling_hf_vit import HfViTForImageClassification
+
+logger = logging.get_logger(__name__)
 
 
 def predict(model: str, images: list[str], top_k: int = 5) -> list[list[dict]]:
@@ -22,7 +26,7 @@ def predict(model: str, images: list[str], top_k: int = 5) -> list[list[dict]]:
     # hf_vit's own classes, not the folder's code files: predicting never runs code that came with a checkpoint.
     classifier = pipeline(
         "image-classification",
-        model=HfViTForImageClassification.from_pretrained(model),
+        model=speedups.apply_and_log(HfViTForImageClassification.from_pretrained(model), logger.warning),
         image_processor=AutoImageProcessor.from_pretrained(model),
     )
     top_k = min(top_k, classifier.model.config.num_labels)
@@ -30,9 +34,9 @@ def predict(model: str, images: list[str], top_k: int = 5) -> list[list[dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf-vit predict", description=__doc__)
+    parser = CommandParser(prog="hf-vit predict", description=__doc__)
     parser.add_argument("--model", required=True, help="an hf_vit model folder or Hub repo id")
-    parser.add_argument("--top_k", type=int, default=5, help="labels to show per image (default 5)")
+    parser.add_argument("--top_k", type=int, default=5, help="labels to show per image")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
     parser.add_argument("images", nargs="+", help="image files")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

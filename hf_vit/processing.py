@@ -138,3 +138,58 @@ def save_model_folder(
     except OSError:
         pass  # some filesystems cannot sync a directory; the folder is complete either way
     staging.rmdir()
+
+
+def _size_fields(size) -> dict:
+    """A processor's size as a plain dict of the fields it sets (transformers 5 holds a `SizeDict`)."""
+    if size is None:
+        return {}
+    items = size.items() if isinstance(size, dict) else vars(size).items()
+    return {key: value for key, value in items if value is not None}
+
+
+def processor_output_size(processor) -> tuple[int, int]:
+    """(height, width) of the pixel values `processor` makes, read from its own resize rule: the crop when it crops,
+    else the resize target. A shortest-edge resize without a crop keeps each image's aspect ratio: no fixed size."""
+    crop = _size_fields(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else {}
+    size = crop or _size_fields(getattr(processor, "size", None))
+    if "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    raise ValueError(
+        f"{type(processor).__name__} with size {size} makes images of varying size (no center crop); hf_vit trains "
+        "at a fixed size: give the processor a crop_size (do_center_crop=True) or a size with height and width."
+    )
+
+
+def processor_for_size(processor, image_size: tuple[int, int]):
+    """The same processor (class, resample, mean, std, crop ratio) making `image_size` (height, width) images:
+    the crop becomes `image_size` and the resize before it scales with it; without a crop the resize target is
+    `image_size` itself."""
+    old_height, old_width = processor_output_size(processor)
+    height, width = image_size
+    if (old_height, old_width) == (height, width):
+        return processor
+    fields = processor.to_dict()
+    size = _size_fields(getattr(processor, "size", None))
+    if getattr(processor, "do_center_crop", False):
+        fields["crop_size"] = {"height": height, "width": width}
+        if "shortest_edge" in size:  # large enough for the crop on both sides, at the same resize-to-crop ratio
+            ratio = max(height / old_height, width / old_width)
+            fields["size"] = {"shortest_edge": math.ceil(size["shortest_edge"] * ratio)}
+        else:
+            fields["size"] = {"height": math.ceil(size["height"] * height / old_height),
+                              "width": math.ceil(size["width"] * width / old_width)}  # fmt: skip
+    else:
+        fields["size"] = {"height": height, "width": width}
+    fields.pop("image_processor_type", None)
+    return type(processor)(**fields)
+
+
+def describe_processor(processor) -> str:
+    """One line for logs and cards: class, resize rule, crop, resample, mean and std."""
+    size = _size_fields(getattr(processor, "size", None))
+    crop = _size_fields(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else {}
+    resample = getattr(processor, "resample", None)
+    resample = PILImageResampling(resample).name.lower() if resample is not None else "default"
+    return (f"{type(processor).__name__}, resize {size}" + (f", center crop {crop}" if crop else "")
+            + f", {resample}, mean {list(processor.image_mean)}, std {list(processor.image_std)}")  # fmt: skip

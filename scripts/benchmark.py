@@ -1,6 +1,6 @@
 """Benchmark hf_vit against transformers' ViT (sdpa, eager) and timm with the same weights.
 
-Same as `hf-vit benchmark`; see `python scripts/benchmark.py --help` and docs/benchmarks.md.
+Same as `hf-vit benchmark`; see `python scripts/benchmark.py --help` and docs/performance.md.
 """
 
 import sys

@@ -58,6 +58,24 @@ def last_json_line(text: str):
     return json.loads(text.strip().splitlines()[-1])
 
 
+def float32_tolerance(reference) -> float:
+    """Max |difference| allowed between two float32 computations of the same function (a conversion against its
+    source, remote code against the installed model). Libraries and CPU kinds sum products in different orders and
+    round each step to float32 (eps 1.2e-7); through a few layers that compounds to about 1e-6 of the values' size.
+    So: 1e-5 of the largest reference magnitude, and at least 1e-5. A misplaced weight moves the logits by a large
+    fraction of their size (test_convert.py shows it is caught)."""
+    return 1e-5 * max(1.0, float(abs(reference).max()))
+
+
+def assert_float32_close(ours, reference) -> None:
+    ours, reference = torch.as_tensor(ours), torch.as_tensor(reference)
+    assert ours.shape == reference.shape, (ours.shape, reference.shape)
+    difference = (ours - reference).abs().max().item()
+    assert difference <= float32_tolerance(reference), (
+        f"max |difference| {difference:.3g} over {reference.abs().max():.3g}"
+    )
+
+
 def tiny_config(**overrides):
     from hf_vit import HfViTConfig
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hf_vit.benchmark import CONTENDERS, MATMUL, MATMUL_ONEDNN, MODES, Settings, main, measure_memory
-from hf_vit.modeling_hf_vit import _ONEDNN_LINEAR, HfViTLinear
+from hf_vit.speedups import ONEDNN_LINEAR, OneDNNLinear
 
 pytest.importorskip("timm")
 
@@ -16,13 +16,15 @@ TINY = ["--preset", "vit-digits-patch2-8", "--batch-size", "4", "--repeats", "2"
 
 def test_benchmark_runs_every_contender_with_the_same_weights(tmp_path, capsys):
     report_path = tmp_path / "report.json"
-    contenders = (*CONTENDERS, "hf_vit-aten")
-    assert main([*TINY, "--no-memory", "--json", str(report_path), "--contenders", *contenders]) == 0
+    contenders = CONTENDERS
+    # --onednn-linear on: the oneDNN branch runs whatever this CPU is (auto would pick it on AMD CPUs only).
+    arguments = [*TINY, "--no-memory", "--onednn-linear", "on", "--json", str(report_path), "--contenders", *contenders]
+    assert main(arguments) == 0
     table = capsys.readouterr().out
     report = json.loads(report_path.read_text())
 
     results = report["results"]
-    matmuls = (MATMUL, MATMUL_ONEDNN) if _ONEDNN_LINEAR is not None else (MATMUL,)
+    matmuls = (MATMUL, MATMUL_ONEDNN) if ONEDNN_LINEAR is not None else (MATMUL,)
     assert [(r["mode"], r["contender"]) for r in results] == [
         (mode, name) for mode in MODES for name in (*contenders, *matmuls)
     ]
@@ -51,18 +53,22 @@ def test_benchmark_runs_every_contender_with_the_same_weights(tmp_path, capsys):
     assert lines[2].startswith("| mode | contender | images/s | hf_vit / this |")
     assert len(lines) == 4 + len(results)
     assert "| training | transformers-sdpa |" in table and "(matmul rate, torch.mm)" in table
-    assert ("(matmul rate, oneDNN)" in table) == (_ONEDNN_LINEAR is not None)
+    assert ("(matmul rate, oneDNN)" in table) == (ONEDNN_LINEAR is not None)
 
 
-def test_hf_vit_aten_contender_runs_its_linears_on_f_linear():
+def test_hf_vit_contender_has_the_speedups_and_hf_vit_plain_has_none():
+    """ "hf_vit" is the installed package (hf_vit.speedups applied, here forced on so that any CPU exercises it);
+    "hf_vit-plain" is the Hub model file alone, as remote code runs it; both hold the same weights."""
     from hf_vit.benchmark import benchmark_config, build_contenders, reference_model
 
     config = benchmark_config("vit-digits-patch2-8", 10)
-    model = reference_model(config, 0)
-    built = build_contenders(model, ["hf_vit", "hf_vit-aten"], "unused")
-    linears = [m for m in built["hf_vit-aten"].modules() if isinstance(m, HfViTLinear)]
-    assert linears and all(m.use_onednn is False for m in linears)
-    assert all(m.use_onednn is HfViTLinear.use_onednn for m in model.modules() if isinstance(m, HfViTLinear))
+    built = build_contenders(reference_model(config, 0), ["hf_vit", "hf_vit-plain"], "unused", onednn_linear=True)
+    assert any(isinstance(m, OneDNNLinear) for m in built["hf_vit"].modules()) == (ONEDNN_LINEAR is not None)
+    assert built["hf_vit"].config._attn_implementation == "hf_vit_short_sdpa"
+    assert not any(isinstance(m, OneDNNLinear) for m in built["hf_vit-plain"].modules())
+    assert built["hf_vit-plain"].config._attn_implementation == "sdpa"
+    for name, tensor in built["hf_vit"].state_dict().items():
+        assert torch.equal(tensor, built["hf_vit-plain"].state_dict()[name]), name
 
 
 def test_peak_memory_of_a_training_step_is_measured_in_a_fresh_process():

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import last_json_line, run_without_hf_vit
+from conftest import assert_float32_close, last_json_line, run_without_hf_vit
 from safetensors.torch import save_file
 
 from hf_vit import HfViTConfig, HfViTForImageClassification
@@ -29,22 +29,11 @@ from hf_vit.convert import (
     to_timm_state_dict,
     to_transformers_state_dict,
 )
-from hf_vit.modeling_hf_vit import HfViTLinear
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
 
-TOLERANCE = 1e-5  # max |logit difference| in float32
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def linears_on_the_references_library(monkeypatch):
-    """Conversions are checked to 1e-5: hf_vit's linears run on F.linear here, as transformers' and timm's do, so a
-    difference is the conversion's and not two BLAS libraries' rounding (oneDNN's own agreement with F.linear is
-    tested in test_onednn_linear.py). The variable reaches the subprocesses that load remote code."""
-    monkeypatch.setattr(HfViTLinear, "use_onednn", False)
-    monkeypatch.setenv("HF_VIT_ONEDNN_LINEAR", "0")
 
 
 def randomize(model, std=0.2, seed=0):
@@ -62,10 +51,8 @@ def images(height, width, count=3, seed=1):
 
 
 def assert_same_logits(ours, theirs):
-    assert ours.shape == theirs.shape
     assert theirs.std() > 0.1, "reference logits are nearly constant: the comparison would prove little"
-    difference = (ours - theirs).abs().max().item()
-    assert difference <= TOLERANCE, difference
+    assert_float32_close(ours, theirs)
 
 
 def logits(model, pixels):
@@ -348,7 +335,7 @@ def test_npz_layouts(tmp_path, case):
         **options,
     ).eval()
     reloaded.load_pretrained(str(path))
-    assert (logits(reloaded, pixels) - expected).abs().max() <= TOLERANCE
+    assert_float32_close(logits(reloaded, pixels), expected)
 
     converted = convert_npz(path)
     assert converted.model.config.pooling == ("mean" if "class_token" in options else "cls")
@@ -503,7 +490,7 @@ print(json.dumps(out))
 """
     result = last_json_line(run_without_hf_vit(code, tmp_path).stdout)
     for name, values in result.items():
-        assert (torch.tensor(values) - expected[name]).abs().max() <= TOLERANCE, name
+        assert_float32_close(torch.tensor(values), expected[name])
 
 
 def test_finetuning_with_new_labels_reinitialises_only_the_heads(tmp_path, caplog):
@@ -604,3 +591,27 @@ def test_config_fields_for_converted_checkpoints():
     ):
         with pytest.raises(ValueError, match=message):
             HfViTConfig(**small, **options)
+
+
+@pytest.mark.parametrize("slip", ["q-k-swapped", "proj-transposed", "norm-swapped"])
+def test_a_misplaced_weight_fails_the_logit_comparison(slip):
+    """The float32 tolerance is loose enough for rounding on any CPU and tight enough for a converter's real
+    mistakes: each slip below, in one block of a correctly converted model, fails the comparison."""
+    reference = timm_vit()
+    model = convert_timm(reference).model
+    pixels = images(32, 32)
+    expected = logits(reference, pixels)
+    assert_same_logits(logits(model, pixels), expected)
+    block = model.vit.layers[1]
+    with torch.no_grad():
+        if slip == "q-k-swapped":  # qkv rows read in the wrong order
+            weight, width = block.attention.qkv.weight, block.attention.qkv.weight.shape[1]
+            weight[:width], weight[width : 2 * width] = weight[width : 2 * width].clone(), weight[:width].clone()
+        elif slip == "proj-transposed":  # a JAX kernel left in its [in, out] layout
+            block.attention.proj.weight.copy_(block.attention.proj.weight.t().clone())
+        else:  # the two LayerNorms of a block exchanged
+            norm1 = block.norm1.weight.clone()
+            block.norm1.weight.copy_(block.norm2.weight)
+            block.norm2.weight.copy_(norm1)
+    with pytest.raises(AssertionError, match="max |difference|"):
+        assert_same_logits(logits(model, pixels), expected)

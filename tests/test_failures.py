@@ -49,12 +49,13 @@ def test_an_encoder_folder_loads_for_classification_with_a_new_head(tmp_path):
     torch.testing.assert_close(model.vit.norm.weight, encoder.norm.weight)
 
 
-def test_config_file_with_unknown_or_contradictory_fields(saved_folder):
+def test_config_file_with_contradictory_fields_is_refused_and_unknown_keys_load(saved_folder):
     config_path = saved_folder / "config.json"
     config = json.loads(config_path.read_text())
+    # A key hf_vit does not know loads (as in transformers' configs): a later release may write it.
     config_path.write_text(json.dumps({**config, "num_hiden_layers": 4}))
-    with pytest.raises(ValueError, match="unknown field.*num_hiden_layers.*did you mean 'num_hidden_layers'"):
-        HfViTForImageClassification.from_pretrained(saved_folder)
+    model = HfViTForImageClassification.from_pretrained(saved_folder)
+    assert model.config.num_hiden_layers == 4 and len(model.vit.layers) == config["num_hidden_layers"]
     config_path.write_text(json.dumps({**config, "pooling": "cls", "use_class_token": False}))
     with pytest.raises(ValueError, match="pooling='cls' needs use_class_token=True"):
         HfViTForImageClassification.from_pretrained(saved_folder)

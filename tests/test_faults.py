@@ -442,10 +442,11 @@ def test_other_label_count_needs_ignore_mismatched_sizes(tmp_path, caplog):
     assert "classification head of" in caplog.text and "re-initialised for the data set's 2 labels" in caplog.text
     tuned = HfViTForImageClassification.from_pretrained(tmp_path / "run")
     assert tuned.config.id2label == {0: "black", 1: "white"}
-    # Only the head may be re-initialised: an override that changes the body's shapes stays an error.
+    # Only the head may be re-initialised (and the positions resampled for another image size): an override that
+    # changes the body's shapes stays an error.
     with pytest.raises(ValueError, match="do not fit the configured shapes.*Only the classification head"):
         run_training(
-            *parse_args([*argv, "--ignore_mismatched_sizes", "True", "--config_overrides", "image_size=32"]),
+            *parse_args([*argv, "--ignore_mismatched_sizes", "True", "--config_overrides", "intermediate_size=32"]),
             raw_dataset=raw,
         )
 

@@ -24,7 +24,6 @@ the timm functions (it is in the `dev` and `convert` extras).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -36,9 +35,11 @@ from pathlib import Path
 
 import torch
 
+from ..cli_args import CommandParser
 from ..configuration_hf_vit import HfViTConfig
 from ..modeling_hf_vit import HfViTForImageClassification
 from ..processing import save_model_folder
+from ..sources import Lineage
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class Converted:
     # The source library's forward pass on pixel values, returning what `model(...).logits` must equal.
     reference: Callable[[torch.Tensor], torch.Tensor] | None = None
     max_abs_diff: float | None = None
+    # The Hub repo the weights come from (never a local path) and their licence, for the card's metadata.
+    lineage: Lineage = field(default_factory=Lineage)
 
     def check(self, num_images: int = 2, seed: int = 0) -> float:
         """Max |logit difference| against the source library on random images (float32); also kept for the card."""
@@ -238,7 +241,17 @@ def load_for_finetuning(folder: str | os.PathLike, labels: list[str], **kwargs) 
     return model
 
 
+# The Hub's base_model_relation values are adapter, merge, quantized and finetune; none is "converted". Format
+# conversions of the same weights (GGUF, ONNX, MLX) are listed under "quantized", which keeps a conversion out of the
+# base model's fine-tunes.
+CONVERSION_RELATION = "quantized"
+
+
 def model_card(converted: Converted) -> str:
+    """The converted folder's card, built with huggingface_hub's `ModelCardData`: its lineage (`base_model` the
+    source's Hub repo id when known, `base_model_relation`), the source's licence, and what was carried."""
+    from huggingface_hub import ModelCardData
+
     config = converted.model.config
     tokens = ["class token"] if config.use_class_token else []
     tokens += ["distillation token"] if config.use_distillation_token else []
@@ -250,17 +263,30 @@ def model_card(converted: Converted) -> str:
         if converted.max_abs_diff is not None
         else "not measured at conversion (the hf_vit test-suite checks this converter on synthetic checkpoints)"
     )
+    lineage = converted.lineage
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=["hf_vit", "vision-transformer", "converted"],
+        license=lineage.license,
+        base_model=lineage.base_model,
+        base_model_relation=CONVERSION_RELATION if lineage.base_model else None,
+    )
+    licence = f"Licence: {lineage.license}, the source's." if lineage.license else "The source checkpoint's licence"
     lines = [
         "---",
-        "library_name: transformers",
-        "pipeline_tag: image-classification",
-        "tags: [hf_vit, vision-transformer, converted]",
+        card_data.to_yaml(),
         "---",
         "",
         f"# hf_vit conversion of `{converted.source}`",
         "",
-        f"Converted by `hf-vit convert --from {converted.source_kind}` from `{converted.source}`. The source "
-        "checkpoint's license and terms apply.",
+        f"Converted by `hf-vit convert --from {converted.source_kind}` from `{converted.source}`"
+        + (
+            f" (Hub repo `{lineage.base_model}`)"
+            if lineage.base_model and lineage.base_model != converted.source
+            else ""
+        )
+        + f". {licence}{'' if lineage.license else ' and terms apply'}.",
         "",
         f"- Architecture: ViT, width {config.hidden_size}, depth {config.num_hidden_layers}, "
         f"{config.num_attention_heads} heads, patch {config.patch_size}, image {config.image_size}, "
@@ -299,7 +325,7 @@ def _read_labels(path: str) -> dict[int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="hf-vit convert", description="Convert a ViT checkpoint into an hf_vit model folder with the same logits."
     )
     parser.add_argument(

@@ -14,6 +14,7 @@ from torch import nn
 from ..configuration_hf_vit import HfViTConfig
 from ..modeling_hf_vit import HfViTForImageClassification
 from ..processing import build_timm_eval_processor
+from ..sources import Lineage, download_repo, is_hub_repo_id, read_lineage
 from . import (
     Converted,
     _build,
@@ -63,6 +64,9 @@ def _timm_model(source, model_name: str | None, **create_kwargs):
     if isinstance(source, nn.Module):
         return source, f"an in-memory timm {type(source).__name__}"
     source = os.fspath(source)
+    if not Path(source).exists() and model_name is None and is_hub_repo_id(source):
+        # A timm Hub repo (timm/...): its files through huggingface_hub's cache, then as a folder.
+        return _timm_model(download_repo(source), None, **create_kwargs)[0], source
     if Path(source).is_dir():
         if not (Path(source) / "config.json").exists():
             raise ValueError(
@@ -320,7 +324,26 @@ def convert_timm(source, model_name: str | None = None, **create_kwargs) -> Conv
     def reference(pixels):
         return model(pixels)
 
-    return Converted(converted_model, image_processor, description, "timm", notes, reference)
+    return Converted(converted_model, image_processor, description, "timm", notes, reference,
+                     lineage=_timm_lineage(source, model))  # fmt: skip
+
+
+def _timm_lineage(source, model) -> Lineage:
+    """A Hub repo id, a folder that knows its repo (see `read_lineage`), or a timm name whose pretrained weights
+    timm fetched (its `hf_hub_id`); nothing for an instance or a checkpoint file."""
+    if isinstance(source, nn.Module):
+        return Lineage()
+    source = os.fspath(source)
+    if Path(source).is_dir():
+        return read_lineage(Path(source), None, "timm")
+    if Path(source).exists():
+        return Lineage()
+    if is_hub_repo_id(source):
+        return read_lineage(download_repo(source), source, "timm")  # a cache hit: the card's licence
+    pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
+    repo_id = pretrained_cfg.get("hf_hub_id")
+    licence = pretrained_cfg.get("license")
+    return Lineage(repo_id if is_hub_repo_id(repo_id) else None, licence if isinstance(licence, str) else None)
 
 
 def _jsonable(data_config: dict) -> dict:

@@ -12,6 +12,7 @@ import torch
 from ..configuration_hf_vit import HfViTConfig
 from ..modeling_hf_vit import HfViTForImageClassification
 from ..processing import build_image_processor
+from ..sources import Lineage, read_lineage
 from . import Converted, _build, _labels_for, _load_tensor_file, _split_positions, _vit_config, _Weights
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ _TRANSFORMERS_TOP = {
     "vit.norm": "layernorm",
 }
 _TRANSFORMERS_FILES = [
+    "README.md",  # the card: licence
     "config.json",
     "preprocessor_config.json",
     "*.safetensors",
@@ -85,11 +87,14 @@ def convert_transformers(
     from transformers import AutoConfig, AutoImageProcessor, PreTrainedModel
 
     image_processor = None
+    lineage = Lineage()
     if isinstance(source, PreTrainedModel):
         source_config, tensors = source.config, source.state_dict()
         description = f"an in-memory transformers {type(source).__name__}"
     else:
         folder = _transformers_folder(os.fspath(source), revision)
+        repo_id = None if Path(os.fspath(source)).is_dir() else os.fspath(source)
+        lineage = read_lineage(folder, repo_id, "deit" if expect == "deit" else "transformers")
         source_config = AutoConfig.from_pretrained(folder)
         tensors = _transformers_weights(folder)
         description = os.fspath(source)
@@ -238,7 +243,8 @@ def convert_transformers(
         outputs = reference_model(pixel_values=pixels)
         return outputs.logits if num_labels or distillation_head else outputs.last_hidden_state[:, 0]
 
-    return Converted(model, image_processor, description, "deit" if deit else "transformers", notes, reference)
+    return Converted(model, image_processor, description, "deit" if deit else "transformers", notes, reference,
+                     lineage=lineage)  # fmt: skip
 
 
 def _transformers_architecture(deit: bool, num_labels: int, distillation_head: bool) -> str:

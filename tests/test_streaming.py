@@ -1,0 +1,96 @@
+"""`--streaming`: a Hub data set of several parquet files, pushed to the local Hub server and read as a stream by
+`hf-vit train` and `hf-vit evaluate` (real clients in subprocesses, as in test_hub.py)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_hub import hub, hub_env  # noqa: F401  (hub: the server fixture)
+
+from hf_vit.training import parse_args
+
+TINY = "image_size=16,patch_size=4,hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64"
+REPO_ID = "shapes/stripes-streamed"
+EVAL_IMAGES = 24
+
+
+def push_script() -> str:
+    """The stripes set of the Trainer test: 192 training images in 4 parquet files, validation and test splits."""
+    return f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from datasets import DatasetDict
+from test_trainer_steps import stripes_dataset
+
+splits = {{"train": stripes_dataset(192, seed=0), "validation": stripes_dataset(32, seed=1),
+           "test": stripes_dataset(48, seed=2)}}
+DatasetDict(splits).push_to_hub({REPO_ID!r}, num_shards={{"train": 4}})
+"""
+
+
+def test_streaming_trains_and_evaluates_on_a_bounded_declared_number_of_images(hub, tmp_path):  # noqa: F811
+    env = hub_env(hub, tmp_path / "home")
+    pushed = subprocess.run([sys.executable, "-c", push_script()], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    train_files = [name for name in hub.files(REPO_ID, repo_type="dataset") if "train-" in name]
+    assert len(train_files) == 4, train_files
+
+    output = tmp_path / "run"
+    train = ["--dataset", REPO_ID, "--streaming", "--max_steps", "6", "--per_device_train_batch_size", "16",
+             "--max_eval_samples", str(EVAL_IMAGES), "--preset", "vit-digits-patch2-8", "--config_overrides", TINY,
+             "--output_dir", str(output), "--report_to", "none", "--disable_tqdm", "True"]  # fmt: skip
+    # `hf-vit evaluate --streaming` must read the same declared test images: run in the same interpreter (the
+    # commands' own `main` functions) to spare a second start of torch and transformers.
+    evaluate = ["--model", str(output), "--dataset", REPO_ID, "--streaming", "--max_eval_samples", str(EVAL_IMAGES),
+                "--split", "test"]  # fmt: skip
+    code = (
+        "from hf_vit.training import main as train\nfrom hf_vit.evaluation import main as evaluate\n"
+        f"train({train!r})\nprint('EVALUATE')\nevaluate({evaluate!r})"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert (
+        f"--streaming: validation is the first {EVAL_IMAGES} images of 'validation', test the first {EVAL_IMAGES} "
+        "images of 'test'" in result.stderr
+    )
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    assert [entry["step"] for entry in state["log_history"] if "eval_accuracy" in entry][:1] == [1]  # every 10%
+    assert f"| test | {EVAL_IMAGES} |" in (output / "README.md").read_text()
+    # Read as a stream: no parquet file of the set was downloaded into the cache.
+    assert not list((tmp_path / "home").rglob("*.parquet"))
+
+    evaluated = result.stdout[result.stdout.index("EVALUATE") :]
+    metrics = json.loads(evaluated[evaluated.index("{") :])
+    results = json.loads((output / "all_results.json").read_text())
+    assert metrics["test_samples"] == EVAL_IMAGES
+    assert metrics["test_accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "--streaming reads a set of unknown length.*give --max_steps N"),
+        (["--max_steps", "5", "--dataset", "digits"], "--streaming is for Hub data sets"),
+        (["--max_steps", "5", "--dataset", "x/y", "--skip_bad_images"], "--skip_bad_images needs"),
+    ],
+)
+def test_streaming_options_that_cannot_work_are_refused(argv, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        parse_args(["--streaming", *argv, "--output_dir", str(tmp_path)])
+
+
+def test_streaming_without_held_out_splits_names_the_options(tmp_path):
+    from test_trainer_steps import stripes_dataset
+
+    from hf_vit.data import DataArguments
+    from hf_vit.streaming import load_streaming_splits
+
+    (tmp_path / "set" / "data").mkdir(parents=True)
+    stripes_dataset(16).to_parquet(tmp_path / "set" / "data" / "train-00000-of-00001.parquet")
+    with pytest.raises(ValueError, match="--streaming needs a validation split.*name one with --eval_split"):
+        load_streaming_splits(DataArguments(dataset=str(tmp_path / "set"), streaming=True), seed=0)
