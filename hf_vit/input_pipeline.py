@@ -14,7 +14,7 @@ from .distributed import _given_use_cpu, trains_on_cpu
 
 logger = logging.get_logger("hf_vit")
 
-# The GPU training rate the workers must keep up with: ViT-B/16 in bfloat16, measured (docs/benchmarks.md, "GPU").
+# The GPU training rate the workers must keep up with: ViT-B/16 in bfloat16, measured (docs/performance.md, "GPU").
 REFERENCE_GPU_IMAGES_PER_S = 3_350
 # Images one core decodes, augments (RandomResizedCrop to 224, flip) and collates per second, for ImageNet-size
 # (500 x 375) JPEGs: the slowest of the measured cases (docs/scaling.md, "The input pipeline").

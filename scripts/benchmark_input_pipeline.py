@@ -28,6 +28,7 @@ from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 from torch.utils.data import DataLoader
 
+from hf_vit import speedups
 from hf_vit.augment import AugmentationArguments, collate, train_transform_fn
 from hf_vit.configuration_hf_vit import HfViTConfig
 from hf_vit.modeling_hf_vit import HfViTForImageClassification
@@ -96,6 +97,7 @@ class ModelStep:
     def __init__(self, config: HfViTConfig, bf16: bool):
         torch.manual_seed(0)
         self.model = HfViTForImageClassification(config).train()
+        speedups.apply(self.model)  # as `hf-vit train` runs it
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.bf16 = bf16
 
