@@ -6,7 +6,6 @@ probe), or LoRA adapters through PEFT with the head trained in full."""
 import copy
 import importlib.util
 import logging
-import os
 import re
 
 import torch
@@ -31,9 +30,7 @@ FINETUNE_RECIPE = {
     "warmup_steps": 0.1,  # a float below 1 is a ratio of the training steps in transformers 5
     "lr_scheduler_type": "cosine",
     "weight_decay": 0.05,
-    # On a CPU, loader workers compete with the model's own threads (measured on the Fashion-MNIST recipe); with an
-    # accelerator, decoding and augmenting full-size images in parallel keeps it fed.
-    "dataloader_num_workers": min(8, (os.cpu_count() or 1) // 2) if torch.accelerator.is_available() else 0,
+    # Loader workers follow the training device as for every run (hf_vit/input_pipeline.py).
 }
 
 

@@ -191,29 +191,23 @@ COMMON_DEFAULTS = {
 }
 # A recipe's "bf16": True where the training device computes bfloat16 natively, otherwise False (see native_bf16).
 NATIVE_BF16 = "native"
-# Recipes per built-in data set (measured results in README.md); other sets get the "default" recipe.
+# Recipes per built-in data set (how each value was chosen, with the measured runs: docs/training.md); other sets get
+# the "default" recipe.
 RECIPES = {
     "digits": {
         "preset": "vit-digits-patch2-8",
         "horizontal_flip": False,  # digits are not mirror-symmetric
-        "random_crop": False,  # a 1-pixel shift of an 8-pixel digit cost accuracy (measured)
-        # 20 epochs gave 0.967-0.975 test accuracy as kernels and threads changed; 40 gave 0.975 (seed 1: 0.967).
+        "random_crop": False,  # a 1-pixel shift of an 8-pixel digit is a large distortion: it cost accuracy
         "num_train_epochs": 40,
         "learning_rate": 1e-3,
         "per_device_train_batch_size": 32,
     },
     "fashion_mnist": {
         "preset": "vit-mnist-convstem-patch8-28",
-        # Measured on 27k images over 2 epochs (README): batch 64 at 1.5e-3 beat batch 128 at 2e-3; 16-token models
-        # beat 49-token patch-4 ones at equal time, and the convolutional stem beat plain patch 7 (0.86 against 0.83).
-        # Pad-and-crop slowed learning more than it helped; flips only. 24 epochs beat 16 (0.919 against 0.912 test
-        # accuracy) and 32 (0.913: validation accuracy stops rising while the training loss keeps falling). The wider
-        # stem (64, 128, 256 channels, against 32, 64, 128) then gave 0.920; depth 8 instead tracked depth 6 for 10
-        # epochs at a pace that needed 30 minutes for 24.
+        # Batch, rate, epochs, stem and flips-only were chosen by the probes in docs/training.md: pad-and-crop slowed
+        # learning more than it helped, and past 24 epochs validation accuracy stops rising.
         "random_crop": False,
-        # bfloat16 autocast where the device computes it natively (NATIVE_BF16): 1.3-1.45x the float32 training step
-        # on an AMD EPYC with AVX512-BF16 (measured interleaved); the whole run took 22 instead of 27 minutes and gave
-        # 0.923 test accuracy (float32: 0.920). Elsewhere float32, and the log says which.
+        # bfloat16 autocast where the device computes it natively (NATIVE_BF16), float32 elsewhere; the log says which.
         "bf16": NATIVE_BF16,
         "num_train_epochs": 24,
         "learning_rate": 1.5e-3,
