@@ -26,7 +26,7 @@ PRESETS: dict[str, dict] = {
     "vit-huge-patch14-224": {**_HUGE, "patch_size": 14},
     # Small data sets: few tokens, narrow and shallow, so that training from scratch on a CPU takes minutes.
     # initializer_range 0.1 (about 1/sqrt(width)): ViT-B's 0.02 is far below 1/sqrt(fan_in) for a narrow model on
-    # small patches, and training from scratch then sits at chance for many epochs (README, "Measured results").
+    # small patches, and training from scratch then sits at chance for many epochs (docs/training.md).
     "vit-digits-patch2-8": {
         "image_size": 8, "patch_size": 2, "hidden_size": 128, "num_hidden_layers": 4,
         "num_attention_heads": 4, "intermediate_size": 256, "pooling": "mean", "drop_path_rate": 0.05,
@@ -44,7 +44,7 @@ PRESETS: dict[str, dict] = {
         "initializer_range": 0.1,
     },
     # The patch-7 model's 16 tokens, made by a convolutional stem (28 -> 14 -> 7 -> 4), which learns small images in
-    # fewer epochs than one big-stride patch filter (how the channels were chosen: README, "Measured results").
+    # fewer epochs than one big-stride patch filter (how the channels were chosen: docs/training.md).
     "vit-mnist-convstem-patch8-28": {
         "image_size": 28, "patch_size": 8, "stem_channels": [64, 128, 256], "hidden_size": 128,
         "num_hidden_layers": 6, "num_attention_heads": 4, "intermediate_size": 256, "pooling": "mean",
