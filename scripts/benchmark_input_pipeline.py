@@ -28,7 +28,7 @@ from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 from torch.utils.data import DataLoader
 
-from hf_vit import speedups
+from hf_vit import preset_config, speedups
 from hf_vit.augment import AugmentationArguments, collate, train_transform_fn
 from hf_vit.configuration_hf_vit import HfViTConfig
 from hf_vit.modeling_hf_vit import HfViTForImageClassification
@@ -67,7 +67,7 @@ def generate(case: dict, num_images: int) -> Dataset:
 
 def recipe_parts(case: dict) -> tuple[HfViTConfig, AugmentationArguments, int, bool]:
     recipe = {**RECIPES["default"], **RECIPES[case["recipe"]]}
-    config = HfViTConfig.from_preset(recipe["preset"], num_labels=NUM_LABELS)
+    config = preset_config(recipe["preset"], num_labels=NUM_LABELS)
     augmentation_fields = set(AugmentationArguments.__dataclass_fields__)
     augmentation = AugmentationArguments(**{key: value for key, value in recipe.items() if key in augmentation_fields})
     bf16 = recipe.get("bf16") == "native" and native_bf16(on_cpu=True)[0]

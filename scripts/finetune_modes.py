@@ -20,11 +20,11 @@ MODES = ("full", "freeze_backbone", "lora")
 def run_mode(mode: str, preset: str, batch: int, steps: int, lora_r: int) -> dict:
     import torch
 
-    from hf_vit import HfViTConfig, HfViTForImageClassification
+    from hf_vit import HfViTForImageClassification, preset_config
     from hf_vit.finetuning import apply_lora, freeze_backbone
 
     torch.manual_seed(0)
-    model = HfViTForImageClassification(HfViTConfig.from_preset(preset, num_labels=10))
+    model = HfViTForImageClassification(preset_config(preset, num_labels=10))
     if mode == "freeze_backbone":
         freeze_backbone(model)
     elif mode == "lora":
