@@ -279,6 +279,17 @@ def _checked_label_values(dataset: DatasetDict, label_column: str) -> dict[str, 
     return labels
 
 
+def with_standard_columns(dataset, image_column: str, label_column: str):
+    """The image and label columns only, under hf_vit's names (`image`, `label`): for a `Dataset`, a `DatasetDict`
+    or a streamed `IterableDataset` alike."""
+    dataset = dataset.select_columns([image_column, label_column])
+    if image_column != IMAGE_COLUMN:
+        dataset = dataset.rename_column(image_column, IMAGE_COLUMN)
+    if label_column != LABEL_COLUMN:
+        dataset = dataset.rename_column(label_column, LABEL_COLUMN)
+    return dataset
+
+
 def standardize_columns(dataset: DatasetDict, args: DataArguments) -> DatasetDict:
     """Keep only `image` (Image()) and `label` (ClassLabel); string or integer labels become a ClassLabel (names
     sorted; integers by value, so that 10 follows 9). Labels are checked (`_checked_label_values`), and a set needs
@@ -294,11 +305,7 @@ def standardize_columns(dataset: DatasetDict, args: DataArguments) -> DatasetDic
                 f"{split.column_names}. Give every split the same columns, or pick other splits with --train_split, "
                 "--eval_split, --test_split."
             )
-    dataset = dataset.select_columns([image_column, label_column])
-    if image_column != IMAGE_COLUMN:
-        dataset = dataset.rename_column(image_column, IMAGE_COLUMN)
-    if label_column != LABEL_COLUMN:
-        dataset = dataset.rename_column(label_column, LABEL_COLUMN)
+    dataset = with_standard_columns(dataset, image_column, label_column)
     if not isinstance(dataset[first].features[IMAGE_COLUMN], Image):
         dataset = dataset.cast_column(IMAGE_COLUMN, Image())
     labels = _checked_label_values(dataset, label_column)

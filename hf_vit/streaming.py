@@ -14,6 +14,7 @@ from .data import (
     DataArguments,
     _pick_column,
     drop_or_refuse_bad_images,
+    with_standard_columns,
 )
 
 logger = logging.getLogger("hf_vit")
@@ -73,12 +74,7 @@ def _standardized(stream: IterableDataset, args: DataArguments, name: str) -> It
             "ClassLabel, and the names of its classes cannot be known without reading the whole set. Cast the "
             "column to a ClassLabel where the set is written (`cast_column`), or train without --streaming."
         )
-    stream = stream.select_columns([image_column, label_column])
-    if image_column != IMAGE_COLUMN:
-        stream = stream.rename_column(image_column, IMAGE_COLUMN)
-    if label_column != LABEL_COLUMN:
-        stream = stream.rename_column(label_column, LABEL_COLUMN)
-    return stream.cast_column(IMAGE_COLUMN, Image())
+    return with_standard_columns(stream, image_column, label_column).cast_column(IMAGE_COLUMN, Image())
 
 
 def _read_head(stream: IterableDataset, count: int) -> Dataset:
