@@ -5,8 +5,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image as PILImage
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -74,6 +76,23 @@ def assert_float32_close(ours, reference) -> None:
     assert difference <= float32_tolerance(reference), (
         f"max |difference| {difference:.3g} over {reference.abs().max():.3g}"
     )
+
+
+def shapes_images(count: int, size: int = 16, seed: int = 0) -> tuple[list, list[str]]:
+    """Two easy string-labelled classes: a bright square in the top-left or in the bottom-right corner."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for index in range(count):
+        label = ["top_left", "bottom_right"][index % 2]
+        pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+        half = size // 2
+        if label == "top_left":
+            pixels[:half, :half] = 230
+        else:
+            pixels[half:, half:] = 230
+        images.append(PILImage.fromarray(pixels, "RGB"))
+        labels.append(label)
+    return images, labels
 
 
 def tiny_config(**overrides):

@@ -7,12 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import randomize_head, tiny_config
+from conftest import randomize_head, shapes_images, tiny_config
 from huggingface_hub import ModelCard
-from PIL import Image as PILImage
 
 from hf_vit import HfViTForImageClassification, build_image_processor, save_model_folder
 from hf_vit.processing import describe_processor, processor_output_size
@@ -113,17 +111,11 @@ def test_every_kind_of_local_checkpoint_is_fine_tuned_from_its_exact_weights(sou
 
 
 def shapes_folder(root: Path, count: int = 24, size: int = 40) -> Path:
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        label = LABELS[index % 2]
-        pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-        half = size // 2
-        if label == "top_left":
-            pixels[:half, :half] = 230
-        else:
-            pixels[half:, half:] = 230
+    """`shapes_images` as an image folder, one sub-folder per label."""
+    images, labels = shapes_images(count, size=size)
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         (root / label).mkdir(parents=True, exist_ok=True)
-        PILImage.fromarray(pixels).save(root / label / f"{index}.png")
+        image.save(root / label / f"{index}.png")
     return root
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import shapes_images
 from datasets import Dataset, DatasetDict, Features, Image, Value
 from huggingface_hub import ModelCard
 from PIL import Image as PILImage
@@ -27,23 +28,6 @@ REPO = Path(__file__).resolve().parent.parent
 # A narrow one-block model: the runs below check the plumbing and the saved files, not the recipe's accuracy.
 TINY = "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64"
 QUIET = ["--disable_tqdm", "True", "--per_device_eval_batch_size", "512"]
-
-
-def shapes_images(count: int, size: int = 16, seed: int = 0) -> tuple[list, list[str]]:
-    """Two easy string-labelled classes: a bright square in the top-left or in the bottom-right corner."""
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for index in range(count):
-        label = ["top_left", "bottom_right"][index % 2]
-        pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-        half = size // 2
-        if label == "top_left":
-            pixels[:half, :half] = 230
-        else:
-            pixels[half:, half:] = 230
-        images.append(PILImage.fromarray(pixels, "RGB"))
-        labels.append(label)
-    return images, labels
 
 
 @pytest.fixture(scope="module")
