@@ -12,6 +12,7 @@ COMMANDS = {
     "evaluate": ("hf_vit.evaluation", "metrics of a saved model on a split of an image set"),
     "predict": ("hf_vit.prediction", "top-k labels and scores of a saved model for image files"),
     "benchmark": ("hf_vit.benchmark", "hf_vit against transformers' ViT and timm with the same weights: speed, memory"),
+    "export": ("hf_vit.export", "a model as a plain transformers ViT, timm or ONNX folder, checked against hf_vit"),
     "push": ("hf_vit.hub", "upload a model folder to the Hub in one commit (weights, config, code, processor, card)"),
 }
 

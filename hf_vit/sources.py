@@ -60,8 +60,9 @@ def is_hub_repo_id(text: str | None) -> bool:
     return re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None and ".." not in text
 
 
-def download_repo(repo_id: str, revision: str | None = None) -> Path:
-    """The files of a Hub repo that fine-tuning reads (HUB_FILES), through huggingface_hub's cache."""
+def download_repo(repo_id: str, revision: str | None = None, option: str = "--model_name_or_path") -> Path:
+    """The files of a Hub repo that fine-tuning reads (HUB_FILES), through huggingface_hub's cache; `option` is the
+    command-line option that named the repo, for the error messages."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -71,34 +72,34 @@ def download_repo(repo_id: str, revision: str | None = None) -> Path:
             folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES + LEGACY_HUB_FILES))
     except LocalEntryNotFoundError as error:
         raise ValueError(
-            f"--model_name_or_path {repo_id!r} is not a local folder, and the Hub repo of that name could not be "
+            f"{option} {repo_id!r} is not a local folder, and the Hub repo of that name could not be "
             f"fetched ({error}). Check the path, or go online (unset HF_HUB_OFFLINE) to download it once."
         ) from error
     except HfHubHTTPError as error:
         raise ValueError(
-            f"--model_name_or_path {repo_id!r} is not a local folder, and the Hub answered: {error}. Check the "
+            f"{option} {repo_id!r} is not a local folder, and the Hub answered: {error}. Check the "
             "spelling (a Hub repo id is namespace/name, e.g. google/vit-base-patch16-224-in21k), or log in for a "
             "private repo."
         ) from error
     return folder
 
 
-def locate(source: str, revision: str | None = None) -> tuple[Path, str | None]:
-    """The local folder of `source`, and its Hub repo id when it came from the Hub."""
+def locate(source: str, revision: str | None = None, option: str = "--model_name_or_path") -> tuple[Path, str | None]:
+    """The local folder of `source`, and its Hub repo id when it came from the Hub; `option` names it in errors."""
     path = Path(source).expanduser()
     if path.is_dir():
         return path, None
     if path.exists():
         raise ValueError(
-            f"--model_name_or_path {source!r} is a file; give the folder that holds the checkpoint with its "
+            f"{option} {source!r} is a file; give the folder that holds the checkpoint with its "
             "config.json (a bare timm checkpoint file needs `hf-vit convert --from timm --timm-model NAME` first)."
         )
     if not is_hub_repo_id(source):
         raise ValueError(
-            f"--model_name_or_path {source!r}: no such folder, and not a Hub repo id (namespace/name). Give a model "
+            f"{option} {source!r}: no such folder, and not a Hub repo id (namespace/name). Give a model "
             "folder or a Hub repo id."
         )
-    return download_repo(source, revision), source
+    return download_repo(source, revision, option), source
 
 
 def source_kind(folder: Path, source: str) -> str:

@@ -21,7 +21,7 @@ def test_every_subcommand_is_listed_and_describes_its_options(capsys):
     assert listing.returncode == 0
     for name, (_, description) in COMMANDS.items():
         assert f"  {name:<10} {description}" in listing.stdout
-    for name in ("info", "convert", "predict", "push", "benchmark"):
+    for name in ("info", "convert", "predict", "push", "benchmark", "export"):
         with pytest.raises(SystemExit) as exit_status:
             cli_main([name, "--help"])
         out = capsys.readouterr().out

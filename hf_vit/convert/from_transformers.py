@@ -311,6 +311,8 @@ def to_transformers_config(config: HfViTConfig):
         qkv_bias=config.qkv_bias,
         id2label=dict(config.id2label),
         label2id=dict(config.label2id),
+        problem_type=config.problem_type,  # the pipeline picks softmax or sigmoid from it
+        architectures=["ViTForImageClassification"],
     )
 
 
