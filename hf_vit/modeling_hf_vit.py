@@ -334,6 +334,13 @@ class HfViTPreTrainedModel(PreTrainedModel):
                     init.trunc_normal_(token, mean=0.0, std=std)
             if module.learned_positions:
                 init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            else:  # a non-persistent buffer: not in the weights file, so computed again when a model is loaded
+                fixed = sincos_position_embedding(*module.grid_size, module.position_embeddings.shape[-1])
+                if hasattr(init, "copy_"):  # transformers 5's, which leaves tensors the checkpoint filled alone
+                    init.copy_(module.position_embeddings, fixed)
+                else:
+                    with torch.no_grad():
+                        module.position_embeddings.copy_(fixed)
 
 
 def check_pixel_values(pixel_values: torch.Tensor, config: HfViTConfig) -> None:

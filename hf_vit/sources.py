@@ -29,6 +29,8 @@ CACHE_SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/[0-9a-f]{40}/?
 # The most a converted model may differ from its source library (the `hf-vit convert` threshold).
 CONVERSION_TOLERANCE = 1e-4
 HEAD_PREFIXES = ("classifier.", "distillation_classifier.")
+# transformers' names for labels nobody named (`PretrainedConfig` fills id2label with them).
+UNNAMED_LABEL = re.compile(r"LABEL_\d+")
 POSITIONS_KEY = "vit.embeddings.position_embeddings"
 
 
@@ -274,14 +276,36 @@ def check_overrides_fit(pretrained: PretrainedViT, overrides: dict) -> None:
         )
 
 
+def config_label_names(config: HfViTConfig) -> list[str]:
+    return [str(name) for _, name in sorted(config.id2label.items(), key=lambda item: int(item[0]))]
+
+
+def head_rows(checkpoint_labels: list[str], dataset_labels: list[str]) -> list[int] | None:
+    """Which row of the checkpoint's head serves each of the data set's labels, or None when the head cannot serve
+    them and starts anew: another count, or other names (a head for shirts predicts nothing about digits, and
+    starting from it is worse than starting from zero). The same names in another order are reordered; a checkpoint
+    whose labels have no names (LABEL_0, ...) is taken to be in the data set's order."""
+    if len(checkpoint_labels) != len(dataset_labels):
+        return None
+    if all(UNNAMED_LABEL.fullmatch(name) for name in checkpoint_labels):
+        return list(range(len(dataset_labels)))
+    if sorted(checkpoint_labels) != sorted(dataset_labels):
+        return None
+    return [checkpoint_labels.index(name) for name in dataset_labels]
+
+
 def finetuning_model(pretrained: PretrainedViT, config: HfViTConfig) -> HfViTForImageClassification:
-    """A model of `config` holding the pretrained weights: a head for another label count starts anew (hf_vit's
-    zero init), and position embeddings for another grid are resampled once (bicubic, antialiased: what the model
-    does at run time for another input size). Any other weight that does not fit is an error."""
+    """A model of `config` holding the pretrained weights: the head kept for the same labels (its rows reordered
+    to the data set's order), started anew (hf_vit's zero init) for other labels (see `head_rows`), and position
+    embeddings for another grid resampled once (bicubic, antialiased: what the model does at run time for another
+    input size). Any other weight that does not fit is an error."""
     source_model = pretrained.model
     state = {key: value.detach().clone() for key, value in source_model.state_dict().items()}
-    if source_model.config.num_labels != config.num_labels:
+    rows = head_rows(config_label_names(source_model.config), config_label_names(config))
+    if rows is None:
         state = {key: value for key, value in state.items() if not key.startswith(HEAD_PREFIXES)}
+    else:
+        state.update({key: value[rows] for key, value in state.items() if key.startswith(HEAD_PREFIXES)})
     if POSITIONS_KEY in state and tuple(config.grid_size) != tuple(source_model.config.grid_size):
         with torch.no_grad():
             state[POSITIONS_KEY] = source_model.vit.embeddings.positions_for_grid(*config.grid_size).detach().clone()
@@ -318,9 +342,11 @@ __all__ = [
     "PretrainedViT",
     "check_image_size",
     "check_overrides_fit",
+    "config_label_names",
     "finetuning_config",
     "finetuning_model",
     "finetuning_processor",
+    "head_rows",
     "is_hub_repo_id",
     "load_pretrained",
     "parse_image_size",

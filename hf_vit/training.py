@@ -63,9 +63,11 @@ from .sources import (
     PretrainedViT,
     check_image_size,
     check_overrides_fit,
+    config_label_names,
     finetuning_config,
     finetuning_model,
     finetuning_processor,
+    head_rows,
     load_pretrained,
     parse_image_size,
 )
@@ -487,13 +489,16 @@ def build_config(
             f"re-initialised for the data set's {len(label_names)} labels; every other weight is fine-tuned."
         )
     else:
-        checkpoint_labels = [str(name) for _, name in sorted(base_config.id2label.items(), key=lambda i: int(i[0]))]
-        if checkpoint_labels != list(label_names):
+        checkpoint_labels = config_label_names(base_config)
+        rows = head_rows(checkpoint_labels, list(label_names))
+        if rows is None:
             logger.warning(
-                f"{source} has a head for {len(checkpoint_labels)} labels of other names "
-                f"({', '.join(checkpoint_labels[:4])}, ...): it is kept and fine-tuned for the data set's labels "
-                f"({', '.join(label_names[:4])}, ...), in that order."
+                f"{source} has a head for other labels ({', '.join(checkpoint_labels[:4])}, ...) than the data set's "
+                f"({', '.join(label_names[:4])}, ...): a new head is trained from zero; every other weight is "
+                "fine-tuned."
             )
+        elif rows != list(range(len(rows))):
+            logger.warning(f"{source} has a head for the data set's labels in another order: its rows are reordered.")
     config = finetuning_config(pretrained, {**overrides, **_label_fields(label_names)})
     if tuple(config.image_hw) != tuple(base_config.image_hw):
         logger.warning(

@@ -445,3 +445,20 @@ def test_lora_without_peft_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "peft", None)  # what an import sees when PEFT is not installed
     with pytest.raises(ValueError, match=r"LoRA needs PEFT.*pip install 'hf_vit\[peft\]'"):
         train_main(["--model_name_or_path", "x", "--lora_r", "8", "--output_dir", str(tmp_path / "never"), *QUIET])
+
+
+def test_a_head_for_the_same_labels_is_reordered_and_one_for_other_labels_starts_anew(tmp_path):
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    named = {"same labels, other order": ["top_left", "bottom_right"], "other labels": ["cat", "dog"]}
+    for case, names in named.items():
+        config = tiny_config(image_size=32, patch_size=8, num_labels=2, id2label=dict(enumerate(names)))
+        model = randomize_head(HfViTForImageClassification(config)).eval()
+        save_model_folder(model, build_image_processor(model.config), tmp_path / case)
+        ours, _ = finetuning_logits(str(tmp_path / case), pixels)  # the data set's labels: LABELS
+        if case == "other labels":
+            assert not ours.any(), case  # a new, zero-initialised head
+            continue
+        theirs = source_logits(model, pixels)
+        assert theirs.std() > 0.05
+        rows = [names.index(name) for name in LABELS]
+        assert (ours - theirs[:, rows]).abs().max() <= TOLERANCE, case

@@ -187,3 +187,26 @@ def test_hub_files_import_only_torch_transformers_and_each_other():
         text = (package / name).read_text()
         for forbidden in ("os.environ", "/proc/cpuinfo", "custom_op", "mkldnn", "platform"):
             assert forbidden not in text, (name, forbidden)
+
+
+@pytest.mark.parametrize("transformers_line", [OLDEST_TRANSFORMERS, "installed"])
+def test_fixed_sincos_positions_are_recomputed_by_remote_code(tmp_path, transformers_line):
+    # A buffer left out of the weights file: every transformers line must compute it again on loading.
+    torch.manual_seed(0)
+    model = randomize_head(HfViTForImageClassification(tiny_config(position_embedding="sincos"))).eval()
+    save_model_folder(model, build_image_processor(model.config), tmp_path / "model")
+    pixels = torch.randn(2, 3, 16, 16)
+    np.save(tmp_path / "pixels.npy", pixels.numpy())
+    code = f"""
+import json, numpy as np, torch
+from transformers import AutoModelForImageClassification
+model = AutoModelForImageClassification.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+with torch.no_grad():
+    print(json.dumps(model(torch.from_numpy(np.load({str(tmp_path / "pixels.npy")!r}))).logits.tolist()))
+"""
+    if transformers_line != "installed":
+        side = side_install([f"transformers=={transformers_line}.*", "huggingface_hub<1.0"], "transformers-4.57")
+        code = f"import sys\nsys.path.insert(0, {str(side)!r})\n" + code
+    logits = last_json_line(run_without_hf_vit(code, tmp_path).stdout)
+    with torch.no_grad():
+        assert_float32_close(torch.tensor(logits), model(pixels).logits)

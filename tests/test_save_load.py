@@ -146,3 +146,15 @@ with torch.no_grad():
     logits = last_json_line(run_without_hf_vit(code, tmp_path).stdout)
     with torch.no_grad():
         np.testing.assert_allclose(logits, model(pixels).logits.numpy(), atol=1e-5)
+
+
+def test_fixed_sincos_positions_are_recomputed_when_a_model_is_loaded(tmp_path):
+    # They are a buffer left out of the weights file, so loading must compute them again, not leave memory as found.
+    torch.manual_seed(0)
+    model = randomize_head(HfViTForImageClassification(tiny_config(position_embedding="sincos"))).eval()
+    save_model_folder(model, build_image_processor(model.config), tmp_path / "model")
+    pixels = torch.randn(2, 3, 16, 16)
+    loaded = HfViTForImageClassification.from_pretrained(tmp_path / "model").eval()
+    assert torch.equal(loaded.vit.embeddings.position_embeddings, model.vit.embeddings.position_embeddings)
+    assert torch.equal(loaded(pixels).logits, model(pixels).logits)
+    # Remote code (transformers 4.57 and the installed one): tests/test_portability.py.
