@@ -198,6 +198,9 @@ def test_recipe_defaults_and_command_line_precedence():
     assert model_args.preset == "vit-mnist-convstem-patch8-28" and training_args.learning_rate == 0.01
     assert training_args.per_device_train_batch_size == 64 and training_args.dataloader_num_workers == 0
     assert training_args.output_dir == "outputs/fashion_mnist-vit-mnist-convstem-patch8-28"
+    # The default folder is named after the preset trained, given or the recipe's.
+    model_args, _, _, training_args = parse_args(["--preset=vit-tiny-patch16-224"])
+    assert training_args.output_dir == "outputs/digits-vit-tiny-patch16-224" == f"outputs/digits-{model_args.preset}"
 
 
 def cpu_flags() -> set[str]:
