@@ -8,7 +8,6 @@ wrapped in DistributedDataParallel, so their gradients are never averaged: two h
 the main process's is saved. `launch_defaults` fills in what makes the launch shard, `check_launch` refuses a launch
 that still would not."""
 
-import argparse
 import json
 import os
 
@@ -40,33 +39,32 @@ def launched_world_size() -> int:
     return 1
 
 
-def _given_use_cpu(argv: list[str]) -> bool | None:
-    """--use_cpu as TrainingArguments reads it (a bare flag, a value, the dashed spelling), or None when not given."""
-    reader = argparse.ArgumentParser(add_help=False)
-    reader.add_argument("--use_cpu", "--use-cpu", type=string_to_bool, nargs="?", const=True, default=None)
-    return reader.parse_known_args(argv)[0].use_cpu
-
-
 def trains_on_cpu(use_cpu: bool) -> bool:
     """Whether Trainer trains on the CPU: asked (`--use_cpu`, or `accelerate launch --cpu`), or no accelerator."""
     asked = use_cpu or string_to_bool(os.environ.get("ACCELERATE_USE_CPU", "false"))
     return asked or not torch.accelerator.is_available()
 
 
-def launch_defaults(recipe: dict, argv: list[str], given: set[str]) -> list[str]:
-    """The command line, and the recipe defaults, that make Trainer train the processes of a launch as one data
-    parallel run (an option on the command line wins; `check_launch` then refuses one that would not shard): on a
-    CPU `use_cpu` (Accelerate's switch to data parallel on the CPU) and the gloo backend, on CUDA nccl; with --fsdp,
-    `HfViTLayer` as the wrapped layer. `--fsdp True` / `--fsdp False` (the spelling transformers' deprecation message
-    suggests, which its parser refuses as an unknown FSDP option) become the bare `--fsdp` and nothing."""
-    argv = _fsdp_switch(argv)
-    if _fsdp_is_on(argv) and "fsdp_config" not in given:
+def fsdp_switch(value: str) -> str | bool | None:
+    """The type of `--fsdp`: `True` / `False` (any case: the spelling transformers' own deprecation message suggests,
+    which its `TrainingArguments` refuse as an unknown FSDP option) as on and off (None, as when not given); other
+    text, transformers' legacy FSDP options (`full_shard auto_wrap`), as given."""
+    switch = value.strip().lower()
+    if switch in ("true", "false"):
+        return True if switch == "true" else None
+    return value
+
+
+def launch_defaults(recipe: dict, given: dict) -> None:
+    """Fill the recipe with what makes Trainer train the processes of a launch as one data parallel run (`given`,
+    the options on the command line, win; `check_launch` then refuses a launch that would not shard): on a CPU
+    `use_cpu` (Accelerate's switch to data parallel on the CPU) and the gloo backend, on CUDA nccl; with --fsdp,
+    `HfViTLayer` as the wrapped layer."""
+    if given.get("fsdp") and "fsdp_config" not in given:
         recipe["fsdp_config"] = json.dumps({"transformer_layer_cls_to_wrap": [FSDP_WRAPPED_LAYER]})
     if launched_world_size() <= 1:
-        return argv
-    use_cpu = _given_use_cpu(argv)
-    if use_cpu is None:
-        use_cpu = bool(recipe.get("use_cpu", False))
+        return
+    use_cpu = bool(given.get("use_cpu", recipe.get("use_cpu", False)))
     on_cpu = trains_on_cpu(use_cpu)
     if on_cpu and not use_cpu and "use_cpu" in given:
         raise ValueError(
@@ -79,41 +77,12 @@ def launch_defaults(recipe: dict, argv: list[str], given: set[str]) -> list[str]
         recipe["use_cpu"] = True
     if backend is not None and "ddp_backend" not in given:
         recipe["ddp_backend"] = backend
-    given_backend = _argument_value(argv, "ddp_backend")
+    given_backend = given.get("ddp_backend")
     if on_cpu and given_backend in ACCELERATOR_ONLY_BACKENDS:
         raise ValueError(
             f"--ddp_backend {given_backend} needs an accelerator, and this run trains on the CPU. Leave --ddp_backend "
             "out (hf_vit then picks gloo on a CPU and nccl on CUDA GPUs) or give --ddp_backend gloo."
         )
-    return argv
-
-
-def _fsdp_switch(argv: list[str]) -> list[str]:
-    """`--fsdp True|False` (any case, or `=`) as transformers' parser takes them: the bare flag, or nothing."""
-    switched, index = [], 0
-    while index < len(argv):
-        arg, following = argv[index], argv[index + 1] if index + 1 < len(argv) else None
-        value, step = (arg.split("=", 1)[1], 1) if arg.startswith("--fsdp=") else (following, 2)
-        if (arg == "--fsdp" or arg.startswith("--fsdp=")) and str(value).lower() in ("true", "false"):
-            switched += ["--fsdp"] if str(value).lower() == "true" else []
-            index += step
-            continue
-        switched.append(arg)
-        index += 1
-    return switched
-
-
-def _fsdp_is_on(argv: list[str]) -> bool:
-    return any(arg == "--fsdp" or arg.startswith("--fsdp=") for arg in argv)
-
-
-def _argument_value(argv: list[str], name: str) -> str | None:
-    for index, arg in enumerate(argv):
-        if arg == f"--{name}" and index + 1 < len(argv):
-            return argv[index + 1]
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-    return None
 
 
 def fsdp_requested(args: TrainingArguments) -> bool:

@@ -11,10 +11,11 @@ from transformers.utils import logging
 
 from . import speedups
 from .augment import collate, eval_transform_fn
-from .data import LABEL_COLUMN, DataArguments, load_image_dataset_with_skip_counts
+from .cli_args import HelpFormatter
+from .data import LABEL_COLUMN, DataArguments
+from .metrics import build_compute_metrics
 from .modeling_hf_vit import HfViTForImageClassification
-from .streaming import load_streaming_splits
-from .training import build_compute_metrics
+from .streaming import load_splits
 
 logger = logging.get_logger(__name__)
 
@@ -42,15 +43,12 @@ def align_labels(dataset, model_label2id: dict[str, int], model: str):
 
 
 def evaluate_model(args: EvaluateArguments, data_args: DataArguments, raw_dataset=None) -> dict[str, float]:
-    if data_args.streaming:
-        if args.split == "train":
-            raise ValueError(
-                "--split train is a stream of unknown length under --streaming: evaluate validation or test (the "
-                "first --max_eval_samples images, as `hf-vit train --streaming` held them out)."
-            )
-        splits, skipped_bad_images = load_streaming_splits(data_args, seed=0), {}
-    else:
-        splits, skipped_bad_images = load_image_dataset_with_skip_counts(data_args, raw_dataset)
+    if data_args.streaming and args.split == "train":
+        raise ValueError(
+            "--split train is a stream of unknown length under --streaming: evaluate validation or test (the "
+            "first --max_eval_samples images, as `hf-vit train --streaming` held them out)."
+        )
+    splits, skipped_bad_images = load_splits(data_args, seed=0, raw=raw_dataset)
     if args.split not in splits:
         raise ValueError(f"--split {args.split!r} must be one of {list(splits)}.")
     model = speedups.apply_and_log(HfViTForImageClassification.from_pretrained(args.model), logger.warning)
@@ -81,7 +79,13 @@ def evaluate_model(args: EvaluateArguments, data_args: DataArguments, raw_datase
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.set_verbosity_warning()
-    args, data_args = HfArgumentParser((EvaluateArguments, DataArguments)).parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser(
+        (EvaluateArguments, DataArguments),
+        prog="hf-vit evaluate",
+        description="Metrics of a saved model on a split of an image set, made as `hf-vit train` makes its splits.",
+        formatter_class=HelpFormatter,
+    )
+    args, data_args = parser.parse_args_into_dataclasses(args=argv)
     metrics = evaluate_model(args, data_args)
     print(json.dumps({key: round(value, 4) for key, value in metrics.items()}, indent=2))
     return 0

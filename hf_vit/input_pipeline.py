@@ -2,15 +2,13 @@
 `DataLoader` settings that go with them, per training device. The figures behind the rule are measured in
 docs/scaling.md ("The input pipeline"), with scripts/benchmark_input_pipeline.py."""
 
-import argparse
 import math
 import os
 
 import torch
-from transformers.hf_argparser import string_to_bool
 from transformers.utils import logging
 
-from .distributed import _given_use_cpu, trains_on_cpu
+from .distributed import trains_on_cpu
 
 logger = logging.get_logger("hf_vit")
 
@@ -58,29 +56,15 @@ def training_device_type(use_cpu: bool) -> str:
     return "cpu" if trains_on_cpu(use_cpu) else torch.accelerator.current_accelerator().type
 
 
-def _given_loader_options(argv: list[str]) -> argparse.Namespace:
-    """--dataloader_num_workers and --dataloader_persistent_workers as TrainingArguments reads them (a bare flag or a
-    value, the dashed spelling too), None where not given."""
-    reader = argparse.ArgumentParser(add_help=False)
-    reader.add_argument("--dataloader_num_workers", "--dataloader-num-workers", type=int, default=None)
-    reader.add_argument("--dataloader_persistent_workers", "--dataloader-persistent-workers", type=string_to_bool,
-                        nargs="?", const=True, default=None)  # fmt: skip
-    return reader.parse_known_args(argv)[0]
-
-
-def loader_defaults(recipe: dict, argv: list[str], given: set[str]) -> None:
-    """Fill the recipe with `loader_settings` for the device this command trains on; options on the command line win.
-    With a given --dataloader_num_workers, persistent workers follow it (on above 0 workers, off at 0, where torch
-    refuses them). Logs the default worker count and how to change it."""
-    use_cpu = _given_use_cpu(argv)
-    if use_cpu is None:
-        use_cpu = bool(recipe.get("use_cpu", False))
-    device_type = training_device_type(use_cpu)
+def loader_defaults(recipe: dict, given: dict) -> None:
+    """Fill the recipe with `loader_settings` for the device this command trains on; `given`, the options on the
+    command line, win. With a given --dataloader_num_workers, persistent workers follow it (on above 0 workers, off
+    at 0, where torch refuses them). Logs the default worker count and how to change it."""
+    device_type = training_device_type(bool(given.get("use_cpu", recipe.get("use_cpu", False))))
     cores = usable_cores()
     settings = loader_settings(device_type, cores)
-    options = _given_loader_options(argv)
-    if options.dataloader_num_workers is not None:
-        workers = options.dataloader_num_workers
+    if "dataloader_num_workers" in given:
+        workers = given["dataloader_num_workers"]
         settings["dataloader_num_workers"] = workers
         settings["dataloader_persistent_workers"] = workers > 0
     else:
@@ -90,7 +74,7 @@ def loader_defaults(recipe: dict, argv: list[str], given: set[str]) -> None:
             f"{' (decoding in the training process)' if workers == 0 else ''}; give --dataloader_num_workers N to "
             "change it."
         )
-    if options.dataloader_persistent_workers and workers == 0:
+    if given.get("dataloader_persistent_workers") and workers == 0:
         raise ValueError(
             "--dataloader_persistent_workers True keeps worker processes alive, and this run has none "
             "(--dataloader_num_workers 0, the default on a CPU): give --dataloader_num_workers 1 or more, or leave "

@@ -1,7 +1,10 @@
 """`--streaming`: train on a Hub data set read as a stream (`load_dataset(..., streaming=True)`), never downloaded
 whole. Training reads the train split image by image (shuffled in a buffer, each process of a launch reading its own
 files); validation and test are a bounded, declared number of images of the set's own held-out splits, read into
-memory first, so that evaluation and `hf-vit evaluate` see the same images."""
+memory first, so that evaluation and `hf-vit evaluate` see the same images.
+
+`load_splits` is the one entry point of `hf-vit train` and `hf-vit evaluate` to their data, streamed or not (it lives
+here, above data.py, as the one module that knows both ways)."""
 
 import json
 import logging
@@ -14,6 +17,7 @@ from .data import (
     DataArguments,
     _pick_column,
     drop_or_refuse_bad_images,
+    load_image_dataset_with_skip_counts,
     with_standard_columns,
 )
 
@@ -25,12 +29,21 @@ STREAMING_EVAL_SAMPLES = 1_000
 SHUFFLE_BUFFER_SIZE = 1_000
 
 
-def streaming_defaults(recipe: dict, argv: list[str], given: set[str]) -> None:
+def load_splits(args: DataArguments, seed: int, raw: DatasetDict | None = None) -> tuple[DatasetDict, dict[str, int]]:
+    """train / validation / test of --dataset (or of the in-memory `raw` set), streamed under --streaming (train
+    shuffled with `seed`), and the unusable images --skip_bad_images left out of each of the set's splits (none under
+    --streaming, which refuses --skip_bad_images)."""
+    if args.streaming:
+        return load_streaming_splits(args, seed), {}
+    return load_image_dataset_with_skip_counts(args, raw)
+
+
+def streaming_defaults(recipe: dict, given: dict) -> None:
     """Recipe defaults of a --streaming run: a stream has no known length, so Trainer needs --max_steps, and epochs
     are not a schedule: evaluation, saving and logging every tenth of the steps. Each process reads its own files of
     the stream (Accelerate shards a `datasets` stream by files when batches are not dispatched from the first
-    process)."""
-    if "streaming" not in given or _given_false(argv, "streaming"):
+    process). `given`, the options on the command line, win."""
+    if not given.get("streaming"):
         return
     if "max_steps" not in given:
         raise ValueError(
@@ -44,16 +57,6 @@ def streaming_defaults(recipe: dict, argv: list[str], given: set[str]) -> None:
             recipe[f"{name}_steps"] = 0.1  # a float below 1 is a share of --max_steps
     if "accelerator_config" not in given:
         recipe["accelerator_config"] = json.dumps({"dispatch_batches": False})
-
-
-def _given_false(argv: list[str], name: str) -> bool:
-    for index, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith(f"--{name}=") else None
-        if arg == f"--{name}" and index + 1 < len(argv) and not argv[index + 1].startswith("--"):
-            value = argv[index + 1]
-        if value is not None and value.lower() in ("false", "0", "no"):
-            return True
-    return False
 
 
 def _standardized(stream: IterableDataset, args: DataArguments, name: str) -> IterableDataset:

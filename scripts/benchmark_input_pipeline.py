@@ -33,7 +33,7 @@ from hf_vit.augment import AugmentationArguments, collate, train_transform_fn
 from hf_vit.configuration_hf_vit import HfViTConfig
 from hf_vit.modeling_hf_vit import HfViTForImageClassification
 from hf_vit.processing import build_image_processor
-from hf_vit.training import RECIPES, native_bf16
+from hf_vit.recipes import RECIPES, native_bf16
 
 # Per case: the stored images (width, height, PIL mode, format), the recipe whose preset, batch and augmentation it
 # uses, and whether the model step is timed.

@@ -18,7 +18,8 @@ from hf_vit.data import DataArguments, load_image_dataset, load_image_dataset_wi
 from hf_vit.evaluation import EvaluateArguments, evaluate_model
 from hf_vit.images import read_image_file, to_rgb
 from hf_vit.prediction import predict
-from hf_vit.training import parse_args, run_training
+from hf_vit.recipes import parse_args
+from hf_vit.training import run_training
 
 GREEN = (10, 200, 30)
 GRAY = 77  # as a 16-bit level: 77 * 257 = 19789

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hf_vit.recipes import parse_args
 from hf_vit.training import main as train_main
-from hf_vit.training import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")

@@ -24,16 +24,13 @@ from safetensors.torch import load_file
 
 from hf_vit import HfViTForImageClassification, build_image_processor, save_model_folder
 from hf_vit.flops import count_parameters
+from hf_vit.model_setup import build_config
 from hf_vit.preflight import estimate_output_bytes
 from hf_vit.processing import STAGING_DIR_NAME
-from hf_vit.training import (
-    NonFiniteLossError,
-    build_config,
-    parse_args,
-    prepare_training,
-    run_training,
-)
+from hf_vit.recipes import parse_args
+from hf_vit.trainer import NonFiniteLossError
 from hf_vit.training import main as train_main
+from hf_vit.training import prepare_training, run_training
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64"

@@ -13,9 +13,9 @@ from conftest import randomize_head, shapes_images, tiny_config
 from huggingface_hub import ModelCard
 
 from hf_vit import HfViTForImageClassification, build_image_processor, save_model_folder
+from hf_vit.model_setup import ModelArguments, build_model
 from hf_vit.processing import describe_processor, processor_output_size
 from hf_vit.sources import load_pretrained
-from hf_vit.training import ModelArguments, build_model
 from hf_vit.training import main as train_main
 
 timm = pytest.importorskip("timm")
@@ -245,7 +245,7 @@ def test_every_kind_downloads_from_the_hub_and_a_timm_repo_fine_tunes(sources, t
 import json
 import torch
 from huggingface_hub import HfApi
-from hf_vit.training import ModelArguments, build_model
+from hf_vit.model_setup import ModelArguments, build_model
 
 api = HfApi()
 for kind, repo in {repos!r}.items():
@@ -298,7 +298,7 @@ assert train_main({train_argv!r}) == 0
 
 
 def test_a_checkpoint_gets_the_finetuning_recipe_scaled_to_its_batch_and_given_options_win(capsys, caplog):
-    from hf_vit.training import parse_args
+    from hf_vit.recipes import parse_args
 
     cases = {
         (): 2.5e-5,  # batch 32

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hf_vit.input_pipeline import WORKERS_TO_FEED_A_GPU, loader_settings, usable_cores
-from hf_vit.training import parse_args, prepare_training
+from hf_vit.recipes import parse_args
+from hf_vit.training import prepare_training
 
 TINY = "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64"
 

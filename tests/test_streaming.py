@@ -13,7 +13,7 @@ from hub_server import LocalHub
 from test_distributed import REPO, TORCHRUN, assert_one_complete_folder, needs_torchrun
 from test_hub import hub, hub_env  # noqa: F401  (hub: the server fixture)
 
-from hf_vit.training import parse_args
+from hf_vit.recipes import parse_args
 
 TINY = "image_size=16,patch_size=4,hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64"
 REPO_ID = "shapes/stripes-streamed"

@@ -16,13 +16,14 @@ from huggingface_hub import ModelCard
 from PIL import Image as PILImage
 from safetensors import safe_open
 
-from hf_vit import training
+from hf_vit import recipes
 from hf_vit.data import DataArguments, load_image_dataset
 from hf_vit.evaluation import EvaluateArguments, evaluate_model
 from hf_vit.plots import epoch_evaluations
 from hf_vit.prediction import predict
+from hf_vit.recipes import parse_args
 from hf_vit.training import main as train_main
-from hf_vit.training import parse_args, run_training
+from hf_vit.training import run_training
 
 REPO = Path(__file__).resolve().parent.parent
 # A narrow one-block model: the runs below check the plumbing and the saved files, not the recipe's accuracy.
@@ -197,6 +198,9 @@ def test_recipe_defaults_and_command_line_precedence():
     assert model_args.preset == "vit-mnist-convstem-patch8-28" and training_args.learning_rate == 0.01
     assert training_args.per_device_train_batch_size == 64 and training_args.dataloader_num_workers == 0
     assert training_args.output_dir == "outputs/fashion_mnist-vit-mnist-convstem-patch8-28"
+    # The default folder is named after the preset trained, given or the recipe's.
+    model_args, _, _, training_args = parse_args(["--preset=vit-tiny-patch16-224"])
+    assert training_args.output_dir == "outputs/digits-vit-tiny-patch16-224" == f"outputs/digits-{model_args.preset}"
 
 
 def cpu_flags() -> set[str]:
@@ -206,14 +210,14 @@ def cpu_flags() -> set[str]:
 
 @pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads a CPU's flags")
 def test_bf16_detection_reads_the_cpu_as_the_kernel_does():
-    assert training.cpu_computes_bf16() is bool({"avx512_bf16", "amx_tile"} & cpu_flags())
+    assert recipes.cpu_computes_bf16() is bool({"avx512_bf16", "amx_tile"} & cpu_flags())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="judges the CPU as the training device")
 @pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
 def test_fashion_mnist_recipe_trains_in_bf16_where_the_cpu_computes_it_and_says_so(native, monkeypatch, caplog):
     """Both kinds of CPU, on any machine: the detection is forced (its own reading is tested above)."""
-    monkeypatch.setattr(training, "cpu_computes_bf16", lambda: native)
+    monkeypatch.setattr(recipes, "cpu_computes_bf16", lambda: native)
     with caplog.at_level("WARNING", logger="hf_vit"):
         _, _, _, training_args = parse_args(["--dataset", "fashion_mnist"])
     assert training_args.bf16 is native and training_args.use_cpu is native  # Trainer takes CPU bf16 with use_cpu
