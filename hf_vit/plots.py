@@ -1,4 +1,4 @@
-"""The two pictures of a training run: loss and accuracy per epoch, and the test split's confusion matrix."""
+"""The two pictures of a training run: loss and accuracy over the epochs, and the test split's confusion matrix."""
 
 import os
 
@@ -23,12 +23,14 @@ def epoch_evaluations(log_history: list[dict]) -> list[dict]:
 
 
 def plot_training_curves(log_history: list[dict], path: str | os.PathLike) -> None:
-    """Train and validation loss, and validation accuracy, per epoch, from `trainer.state.log_history`."""
+    """Train loss (as logged) and validation loss and accuracy (per evaluation) over the epochs, from
+    `trainer.state.log_history`."""
     train = [(entry["epoch"], entry["loss"]) for entry in log_history if "loss" in entry and "epoch" in entry]
     evals = epoch_evaluations(log_history)
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
     if train:
-        loss_axis.plot(*zip(*train, strict=True), marker="o", label="train")
+        # The training loss is logged many times an epoch: a line, with markers only where the points are few.
+        loss_axis.plot(*zip(*train, strict=True), marker="o" if len(train) <= 30 else None, label="train")
     if evals:
         loss_axis.plot([e["epoch"] for e in evals], [e["eval_loss"] for e in evals], marker="o", label="validation")
         accuracy_axis.plot(

@@ -30,11 +30,15 @@ from .streaming import streaming_defaults
 logger = logging.get_logger("hf_vit")
 
 # Options every run gets unless given on the command line: per-epoch evaluation, the best checkpoint by validation
-# accuracy, a cosine schedule with warmup (a float below 1 in warmup_steps is a ratio in transformers 5).
+# accuracy, a cosine schedule with warmup (a float below 1 in warmup_steps and logging_steps is a ratio of the run's
+# steps in transformers 5), the training loss logged 50 times a run whatever the epoch length.
 COMMON_DEFAULTS = {
     "eval_strategy": "epoch",
     "save_strategy": "epoch",
-    "logging_strategy": "epoch",
+    "logging_strategy": "steps",
+    "logging_steps": 0.02,
+    # The experiment trackers' project (trackio's, W&B's) when --report_to names one.
+    "project": "hf_vit",
     "load_best_model_at_end": True,
     "metric_for_best_model": "accuracy",
     "save_total_limit": 1,
@@ -92,9 +96,31 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Augmenta
     )
     parser.set_defaults(**recipe_defaults(given))
     model_args, data_args, augmentation_args, training_args = parser.parse_args_into_dataclasses(args=list(argv))
+    training_args.report_to = _checked_trackers(training_args.report_to)
     # Images are transformed on the fly from the `image` column, which Trainer would otherwise drop as "unused".
     training_args.remove_unused_columns = False
     return model_args, data_args, augmentation_args, training_args
+
+
+def _checked_trackers(report_to: list[str]) -> list[str]:
+    """--report_to's integrations, given space- or comma-separated, each known to transformers and installed: checked
+    here, before any data is loaded, rather than by Trainer once the model is built."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    names = [name.strip() for entry in report_to for name in entry.split(",") if name.strip()]
+    if names in (["none"], ["all"]):
+        return [] if names == ["none"] else get_available_reporting_integrations()
+    unknown = [name for name in names if name not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        raise ValueError(
+            f"--report_to {' '.join(unknown)}: not an integration transformers knows; choose among "
+            f"{', '.join(INTEGRATION_TO_CALLBACK)} (or none, all)."
+        )
+    missing = [name for name in names if name not in get_available_reporting_integrations()]
+    if missing:
+        raise ValueError(f"--report_to {' '.join(missing)}: not installed; pip install {' '.join(missing)}.")
+    return names
 
 
 def recipe_defaults(given: dict) -> dict:
@@ -117,7 +143,8 @@ def recipe_defaults(given: dict) -> dict:
 
 
 class RunArgumentParser(HfArgumentParser):
-    """transformers' parser of the four argument groups, whose --fsdp also takes `True` and `False` (`fsdp_switch`)."""
+    """transformers' parser of the four argument groups, whose --fsdp also takes `True` and `False` (`fsdp_switch`)
+    and whose --report_to takes several integrations."""
 
     def __init__(self, **kwargs):
         super().__init__(PARSED_TYPES, prog="hf-vit train", formatter_class=HelpFormatter, **kwargs)
@@ -125,6 +152,8 @@ class RunArgumentParser(HfArgumentParser):
     def add_argument(self, *names, **kwargs):
         if "--fsdp" in names:
             kwargs["type"] = fsdp_switch
+        if "--report_to" in names:  # several trackers, as in transformers 4 (`--report_to tensorboard trackio`)
+            kwargs["nargs"] = "+"
         return super().add_argument(*names, **kwargs)
 
 
@@ -246,7 +275,7 @@ def _settle_best_model_strategies(recipe: dict, given: dict) -> None:
         save_steps = float(given.get("save_steps", recipe.get("save_steps", defaults["save_steps"])))
         eval_steps = given.get("eval_steps", recipe.get("eval_steps"))
         if eval_steps is None:
-            eval_steps = given.get("logging_steps", defaults["logging_steps"])
+            eval_steps = given.get("logging_steps", recipe.get("logging_steps", defaults["logging_steps"]))
         if save_steps % float(eval_steps) == 0:
             return
         if "eval_steps" not in given:
