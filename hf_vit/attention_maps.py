@@ -43,12 +43,9 @@ class AttentionMaps:
 def explained_queries(config) -> tuple[list[int] | None, str]:
     """The token indices whose attention rows explain the prediction (None: all patch tokens), and a description."""
     if config.pooling == "mean":
-        return None, (
-            "patch tokens, averaged (mean pooling: the model reads no class token, so each map is the mean "
-            "of all patch tokens' attention rows)"
-        )
+        return None, "patch tokens (averaged: mean pooling, no class token)"
     if getattr(config, "distillation_head", False):
-        return [0, 1], "class and distillation tokens, averaged (DeiT's two heads read them)"
+        return [0, 1], "class and distillation tokens (averaged: DeiT's two heads read them)"
     return [0], "class token"
 
 

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(prog="hf-vit demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="an hf_vit model folder or Hub repo id")
     parser.add_argument("--examples", help="a folder of example images shown under the upload box")
-    parser.add_argument("--title", help="the page title (default: hf_vit: MODEL)")
+    parser.add_argument("--title", help="the page title; when not given, 'hf_vit: ' and the model's name")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on")
     parser.add_argument("--share", action="store_true", help="also a public gradio.live link (Gradio's service)")

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,7 @@ from transformers import AutoImageProcessor  # noqa: E402
 
 from .attention_maps import enlarged, explain_pixels, model_input_image, overlay, top_labels  # noqa: E402
 from .cli_args import CommandParser  # noqa: E402
-from .images import read_image_file  # noqa: E402
+from .images import read_image_file, to_rgb  # noqa: E402
 from .modeling_hf_vit import HfViTForImageClassification  # noqa: E402
 
 RESULTS_FILE = "explanations.json"
@@ -76,7 +77,7 @@ def render_explanation(image, maps, index: int, id2label: dict, path: Path, titl
         axis.set_title(f"last layer, head {head}", fontsize=9)
     share = (f"; {maps.prefix_share[index]:.0%} of the rollout goes to the {maps.prefix_tokens} token(s), not drawn"
              if maps.prefix_tokens else "")  # fmt: skip
-    figure.suptitle(f"{title}\nattention of the {maps.queries}{share}", fontsize=9)
+    figure.suptitle(textwrap.fill(f"{title}: attention of the {maps.queries}{share}", 18 * columns), fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -130,10 +131,11 @@ def explain(model: str, images: list[str], output: str | os.PathLike, top_k: int
 
 def save_attention_grid(model, processor, images, true_labels: list[str], path: str | os.PathLike) -> None:
     """The training card's picture: each image (a column) with its true and predicted label (green when they agree,
-    red otherwise) above its attention rollout. `images` are PIL images as the data set holds them; `model` is any
-    hf_vit model (a LoRA `PeftModel` too). Written to a temporary name first, then renamed into `path`."""
+    red otherwise) above its attention rollout. `images` are PIL images as the data set holds them (any mode, converted
+    as in training); `model` is any hf_vit model (a LoRA `PeftModel` too). Written to a temporary name first, then
+    renamed into `path`."""
     path = Path(path)
-    pixel_values = processor(images=[image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
+    pixel_values = processor(images=[to_rgb(image) for image in images], return_tensors="pt")["pixel_values"]
     was_training = model.training
     model.eval()
     try:
@@ -150,7 +152,8 @@ def save_attention_grid(model, processor, images, true_labels: list[str], path: 
         axes[1, column].imshow(overlay(seen, maps.rollout[column]))
     for axis in axes.flat:
         axis.axis("off")
-    figure.suptitle(f"Attention rollout (Abnar & Zuidema 2020) of the {maps.queries}; bright: most used", fontsize=9)
+    text = f"Attention rollout (Abnar & Zuidema 2020) of the {maps.queries}; bright: most used"
+    figure.suptitle(textwrap.fill(text, 25 * len(images)), fontsize=9)
     figure.tight_layout()
     partial = path.with_name(f".{path.name}.partial")
     figure.savefig(partial, dpi=100, format="png")

@@ -75,7 +75,8 @@ def main() -> int:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--output", default="docs/images")
     args = parser.parse_args()
-    output = Path(args.output)
+    args.model = os.path.abspath(args.model)
+    output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
 
     test = load_image_dataset(DataArguments(dataset=args.dataset))["test"]
@@ -90,7 +91,8 @@ def main() -> int:
         (scratch / "examples").mkdir()
         names = [f"test-{index}-label-{label}" for index, label in enumerate(labels)]
         files = enlarged_copies(images, scratch / "examples", names)
-        explain(args.model, files[:1], scratch / "explained")
+        os.chdir(scratch)  # the picture's title names the image as given: examples/NAME.png
+        explain(args.model, [os.path.relpath(files[0])], scratch / "explained")
         shutil.copy(scratch / "explained" / f"{names[0]}.png", output / "attention.png")
         for extra in files[4:]:
             os.remove(extra)  # four examples on the page
