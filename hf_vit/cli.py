@@ -11,6 +11,8 @@ COMMANDS = {
     "train": ("hf_vit.training", "train from a preset or fine-tune a checkpoint on an image set, into a model folder"),
     "evaluate": ("hf_vit.evaluation", "metrics of a saved model on a split of an image set"),
     "predict": ("hf_vit.prediction", "top-k labels and scores of a saved model for image files"),
+    "explain": ("hf_vit.explain", "where a saved model looks: attention rollout and per-head maps as PNG overlays"),
+    "demo": ("hf_vit.demo", "a local Gradio web demo of a saved model: top-5 labels and the attention overlay"),
     "benchmark": ("hf_vit.benchmark", "hf_vit against transformers' ViT and timm with the same weights: speed, memory"),
     "export": ("hf_vit.export", "a model as a plain transformers ViT, timm or ONNX folder, checked against hf_vit"),
     "push": ("hf_vit.hub", "upload a model folder to the Hub in one commit (weights, config, code, processor, card)"),

@@ -61,6 +61,11 @@ print(model.config.id2label[label_id])
 `configuration_hf_vit.py`): plain torch + transformers, tested to load with the same logits under transformers 4.57
 (the oldest supported) and 5.x, with torch 2.4 or newer. With the `hf_vit` package installed and imported it is not
 needed, and `hf_vit.speedups.apply(model)` adds hf_vit's CPU speed-ups."""
+ATTENTION_CAPTION = (
+    "Test images, each with its true and predicted label (green: right, red: wrong), over the model's attention "
+    "rollout (Abnar & Zuidema 2020): bright patches are those the prediction drew most from. Drawn by "
+    "`hf_vit.explain.save_attention_grid`; `hf-vit explain` draws it for any image, with each head's attention."
+)
 CARD_TAGS = ["hf_vit", "vision-transformer", "image-classification", "custom_code"]
 
 
@@ -192,13 +197,15 @@ def build_model_card(
     license: str | None = None,
     adapter_of: str | None = None,
     converted_from: str | None = None,
+    attention_picture: str | None = None,
     command: str,
 ) -> ModelCard:
     """`results` maps split ('validation', 'test') -> metric name (without prefix) -> value. `base_model` is the
     Hub repo id of the checkpoint fine-tuned (metadata: the Hub's model tree), `source_model` what the user gave
     (a folder, a repo id; for the text), `license` the source's licence (default apache-2.0, hf_vit's own);
     `adapter_of` the base model of a LoRA adapter folder (the card is then PEFT's), `converted_from` the format of a
-    source converted in memory."""
+    source converted in memory; `attention_picture` the file name, in the folder, of the picture of
+    `hf_vit.explain.save_attention_grid` (shown under the confusion matrix when given)."""
     require_template()
     dataset_id = hub_dataset_id(dataset)
     metric_keys = [key for key in METRIC_NAMES if any(key in metrics for metrics in results.values())]
@@ -262,6 +269,8 @@ def build_model_card(
         metric_header=" | ".join(METRIC_NAMES[key] for key in metric_keys),
         metric_rule="---|" * len(metric_keys),
         results_rows=results_rows,
+        attention_picture=attention_picture,
+        attention_caption=ATTENTION_CAPTION,
         command=command,
         model_table=_table(config_rows),
         hyperparameters_table=_table(shown),

@@ -110,6 +110,46 @@ print(json.dumps({"logits": logits, "top": top["label"]}))
     assert loaded["top"] == LABELS[int(np.argmax(expected))]
 
 
+def test_push_with_a_space_serves_the_demo_from_the_hub(hub, tmp_path):
+    pytest.importorskip("gradio", reason="a Space names the installed Gradio: pip install -e '.[demo]'")
+    folder = tmp_path / "model"
+    model = make_model_folder(folder, seed=3)
+    (tmp_path / "examples").mkdir()
+    Image.new("RGB", (24, 24), (200, 30, 30)).save(tmp_path / "examples" / "red.png")
+    env = hub_env(hub, tmp_path / "home")
+    result = hf_vit_cli(["push", "--model", str(folder), "--repo-id", "shapes/demo-vit", "--space",
+                         "shapes/demo-vit-space", "--examples", str(tmp_path / "examples")], env, tmp_path)  # fmt: skip
+    assert "Pushed the demo Space shapes/demo-vit-space" in result.stdout
+    space = hub.files("shapes/demo-vit-space", repo_type="space")
+    assert {"app.py", "requirements.txt", "README.md", "hf_vit_demo/__init__.py", "hf_vit_demo/attention_maps.py",
+            "hf_vit_demo/demo_app.py", "examples/red.png"} <= set(space)  # fmt: skip
+    assert hub.commit_count("shapes/demo-vit-space", repo_type="space") == 1
+    readme = space["README.md"].decode()
+    assert "sdk: gradio" in readme and "- shapes/demo-vit" in readme
+    assert "MODEL_ID = 'shapes/demo-vit'" in space["app.py"].decode()
+
+    # The Space as the Hub runs it: its files, a Python without hf_vit, the model read from the Hub.
+    pixels = build_image_processor(model.config)([Image.open(tmp_path / "examples" / "red.png")], return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**pixels).logits[0].softmax(-1)
+    code = """
+import json, sys
+from huggingface_hub import snapshot_download
+from PIL import Image
+
+sys.path.insert(0, snapshot_download("shapes/demo-vit-space", repo_type="space"))
+import app
+
+labels, overlay = app.classify(Image.open("examples/red.png"))
+print(json.dumps({"labels": labels, "examples": len(app.demo.examples)}))
+"""
+    served = last_json_line(run_without_hf_vit(code, tmp_path, env=hub_env(hub, tmp_path / "space-home")).stdout)
+    assert served["examples"] == 1
+    order = expected.argsort(descending=True).tolist()
+    assert list(served["labels"]) == [LABELS[index] for index in order]
+    np.testing.assert_allclose(list(served["labels"].values()), expected[order].tolist(), atol=1e-5)
+
+
 def test_second_push_is_a_new_revision_and_branches_work(hub, tmp_path):
     env = hub_env(hub, tmp_path / "home")
     first, second = tmp_path / "v1", tmp_path / "v2"
