@@ -20,6 +20,7 @@ from . import speedups
 from .augment import AugmentationArguments, MixingCollator, collate, eval_transform_fn, train_transform_fn
 from .data import DataArguments
 from .distributed import check_launch
+from .explain import save_attention_grid
 from .metrics import build_compute_metrics
 from .model_card import build_model_card, require_template
 from .model_setup import ModelArguments, build_config, build_model, choose_trained_weights, load_checkpoint
@@ -195,6 +196,7 @@ def write_outputs(
     plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
     predictions = test_output.predictions.argmax(-1)
     plot_confusion_matrix(test_output.label_ids, predictions, setup.label_names, output_dir / "confusion_matrix.png")
+    attention_picture = _save_attention_maps(setup, output_dir / "attention_maps.png")
 
     results = {
         split: {key.removeprefix(f"{prefix}_"): value for key, value in metrics[prefix].items()}
@@ -217,8 +219,22 @@ def write_outputs(
         license=setup.lineage.license,
         adapter_of=adapter_of,
         command=command,
+        attention_picture=attention_picture,
     )
     card.save(output_dir / "README.md")
+
+
+def _save_attention_maps(setup: TrainingSetup, path: Path, count: int = 8) -> str | None:
+    """The card's grid of test images with their true and predicted labels and attention rollout; its file name, or
+    None under FSDP, whose sharded model runs only on all processes together (the log says so)."""
+    trainer = setup.trainer
+    if trainer.is_fsdp_enabled:
+        logger.warning("FSDP: the model card has no attention maps (run `hf-vit explain` on the saved model).")
+        return None
+    rows = list(setup.splits["test"].take(count))  # a Dataset and a streamed IterableDataset both take
+    images, labels = [row["image"] for row in rows], [setup.label_names[row["label"]] for row in rows]
+    save_attention_grid(trainer.accelerator.unwrap_model(trainer.model), setup.processor, images, labels, path)
+    return path.name
 
 
 __all__ = ["main", "run_training", "prepare_training", "TrainingSetup", "check_run", "write_outputs"]

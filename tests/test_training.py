@@ -45,7 +45,7 @@ def test_training_leaves_a_complete_model_folder(digits_folder):
     expected = {
         "model.safetensors", "config.json", "configuration_hf_vit.py", "modeling_hf_vit.py",
         "preprocessor_config.json", "all_results.json", "trainer_state.json", "training_curves.png",
-        "confusion_matrix.png", "README.md",
+        "confusion_matrix.png", "attention_maps.png", "README.md",
     }  # fmt: skip
     assert expected <= files, f"missing: {expected - files}"
 
@@ -67,7 +67,7 @@ def test_training_leaves_a_complete_model_folder(digits_folder):
     assert [entry["epoch"] for entry in epoch_evaluations(state["log_history"])] == [1.0, 2.0, 3.0]  # as plotted
     assert state["best_metric"] == max(e["eval_accuracy"] for e in state["log_history"] if "eval_accuracy" in e)
 
-    for picture in ("training_curves.png", "confusion_matrix.png"):
+    for picture in ("training_curves.png", "confusion_matrix.png", "attention_maps.png"):
         with PILImage.open(digits_folder / picture) as image:
             assert image.format == "PNG" and min(image.size) > 200
 
@@ -76,7 +76,8 @@ def test_training_leaves_a_complete_model_folder(digits_folder):
     assert card.data.pipeline_tag == "image-classification"
     test_results = {result.metric_type: result.metric_value for result in card.data.eval_results}
     assert test_results["accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-4)
-    for text in ("trust_remote_code=True", "training_curves.png", "confusion_matrix.png", "learning_rate"):
+    for text in ("trust_remote_code=True", "training_curves.png", "confusion_matrix.png", "attention_maps.png",
+                 "learning_rate"):  # fmt: skip
         assert text in card.text, text
 
 
