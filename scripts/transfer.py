@@ -51,6 +51,18 @@ def architecture_preset(folder: Path) -> str:
     raise SystemExit(f"{folder}: its architecture matches no preset; train the from-scratch side by hand.")
 
 
+def machine() -> str:
+    """The CPU model and core count (the wall times depend on them), and the versions that trained."""
+    import os
+
+    import torch
+    import transformers
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__}"
+
+
 def table(runs: dict[str, dict], commands: dict[str, str]) -> str:
     rows = [
         "| run | learning rate | train time | validation accuracy per epoch | test accuracy |",
@@ -90,11 +102,15 @@ def main() -> None:
     text = table(runs, commands)
     print(text)
 
+    pretraining = re.search(r"^hf-vit train .*$", (args.pretrained / "README.md").read_text(), re.MULTILINE)
+    if pretraining:
+        text = f"The pretrained model `{args.pretrained}`: `{pretraining.group(0)}`.\n\n{text}"
     card_path = args.output_dir / "finetuned" / "README.md"
     card = ModelCard.load(card_path)
     section = (
         f"{SECTION_TITLE}\n\nThe same architecture trained from scratch on {args.dataset} with the same epochs and "
-        f"batch, run after the fine-tuning on the same machine (`python {' '.join(map(shlex.quote, sys.argv))}`):"
+        f"batch, run after the fine-tuning on the same machine ({machine()}; "
+        f"`python {' '.join(map(shlex.quote, sys.argv))}`):"
         f"\n\n{text}\n"
     )
     card.text = card.text.split(SECTION_TITLE)[0].rstrip() + "\n\n" + section
