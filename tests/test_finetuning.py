@@ -462,3 +462,23 @@ def test_a_head_for_the_same_labels_is_reordered_and_one_for_other_labels_starts
         assert theirs.std() > 0.05
         rows = [names.index(name) for name in LABELS]
         assert (ours - theirs[:, rows]).abs().max() <= TOLERANCE, case
+
+
+def test_transfer_script_writes_both_runs_into_the_fine_tuned_card(tmp_path):
+    """scripts/transfer.py (the docs' transfer result): a real fine-tune and a real from-scratch run of the same
+    preset, their table in the fine-tuned model's card."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    small = ["--max_train_samples", "64", "--max_eval_samples", "32"]
+    pretrain = [sys.executable, "-m", "hf_vit.cli", "train", "--dataset", "digits", "--num_train_epochs", "1", *small,
+                "--output_dir", str(tmp_path / "pretrained")]  # fmt: skip
+    subprocess.run(pretrain, env=env, check=True, capture_output=True)
+    script = Path(__file__).parents[1] / "scripts" / "transfer.py"
+    subprocess.run([sys.executable, str(script), "--pretrained", str(tmp_path / "pretrained"), "--dataset", "digits",
+                    "--epochs", "1", "--output_dir", str(tmp_path / "transfer"), "--finetune_args", " ".join(small),
+                    "--scratch_args", " ".join(small)], env=env, check=True, capture_output=True)  # fmt: skip
+    card = (tmp_path / "transfer" / "finetuned" / "README.md").read_text()
+    section = card.split("## Compared with training from scratch")[1]
+    for run, folder in (("fine-tuned", "finetuned"), ("from scratch", "scratch")):
+        results = json.loads((tmp_path / "transfer" / folder / "all_results.json").read_text())
+        assert f"| {run} |" in section and f"**{results['test_accuracy']:.3f}**" in section
+    assert "--preset vit-digits-patch2-8" in section  # the pretrained folder's architecture, from scratch
