@@ -127,19 +127,24 @@ def _fields(size) -> dict:
     return {key: value for key, value in items if value is not None}
 
 
+def load_image(source, draft_size: tuple[int, int] | None = None) -> PILImage.Image:
+    """A path or binary file -> the PIL image, every pixel read and EXIF orientation applied (as training reads
+    images). A JPEG is decoded by libjpeg at 1/2, 1/4 or 1/8 of its size where that stays at least `draft_size`
+    (width, height) in the displayed orientation."""
+    image = PILImage.open(source)
+    orientation = image.getexif().get(EXIF_ORIENTATION)
+    if draft_size is not None and image.format in DCT_SCALING_FORMATS:
+        width, height = draft_size
+        image.draft(None, (height, width) if orientation in SIDEWAYS_ORIENTATIONS else (width, height))
+    image.load()  # every pixel read now (a truncated file fails here); PIL closes a file it opened by name
+    return ImageOps.exif_transpose(image) if orientation is not None else image
+
+
 def decode(source, name: str, preprocess: Preprocess) -> torch.Tensor:
-    """One image (a path or a binary file) -> `preprocess`'s uint8 tensor; EXIF orientation applied and every mode
-    converted by `to_rgb`, as training reads images. A JPEG larger than needed is decoded at 1/2, 1/4 or 1/8 of its
-    size by libjpeg (`preprocess.draft_size`). Anything unreadable is a ValueError naming `name`."""
+    """One image -> `preprocess`'s uint8 tensor: `load_image` at `preprocess.draft_size`, then `to_rgb` for every
+    mode. Anything unreadable is a ValueError naming `name`."""
     try:
-        image = PILImage.open(source)
-        orientation = image.getexif().get(EXIF_ORIENTATION)
-        if preprocess.draft_size is not None and image.format in DCT_SCALING_FORMATS:
-            width, height = preprocess.draft_size
-            image.draft(None, (height, width) if orientation in SIDEWAYS_ORIENTATIONS else (width, height))
-        image.load()  # every pixel read now (a truncated file fails here); PIL closes a file it opened by name
-        if orientation is not None:
-            image = ImageOps.exif_transpose(image)
+        image = load_image(source, preprocess.draft_size)
     except Exception as error:  # PIL's decoders raise many types on a malformed file (OSError, SyntaxError, ...)
         raise ValueError(
             f"{name} is not a readable image file ({type(error).__name__}: {error}); give a PNG, JPEG, ... image."

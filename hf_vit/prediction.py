@@ -23,7 +23,7 @@ from transformers.utils import logging
 from . import speedups
 from .cli_args import CommandParser
 from .inference_data import ImageBatches, ImageInputs, InputError, Preprocess, batch_loader
-from .input_pipeline import loader_settings, usable_cores
+from .input_pipeline import usable_cores
 from .modeling_hf_vit import HfViTForImageClassification
 
 logger = logging.get_logger(__name__)
@@ -65,10 +65,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_num_workers(device: torch.device) -> int:
-    """The training loader's rule (`hf_vit.input_pipeline.loader_settings`): none on the CPU, where the model's
-    threads use every core and a batch is decoded by threads between model steps instead; on an accelerator, one
-    worker per core but one, enough to feed a ViT-B/16 GPU step at most."""
-    return loader_settings(device.type, usable_cores())["dataloader_num_workers"]
+    """No worker on the CPU, where the model's threads use every core (a worker would take cores from them) and a
+    batch is decoded by as many threads between model steps instead. On an accelerator every core but the one that
+    drives the device: at inference, decoding is the host's whole job (training caps its workers lower,
+    `hf_vit.input_pipeline.loader_settings`, because there each image costs the device three times as much)."""
+    return 0 if device.type == "cpu" else max(1, usable_cores() - 1)
 
 
 class Classifier:
@@ -229,7 +230,7 @@ def build_parser() -> CommandParser:
                         ".jsonl or .json, else csv)")  # fmt: skip
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="images per model step")
     parser.add_argument("--num_workers", type=int, help="decoding processes (None: 0 on the CPU, where threads "
-                        "decode each batch; on an accelerator one per core but one, at most 13)")  # fmt: skip
+                        "decode each batch; on an accelerator one per core but one)")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto (the accelerator if any, else cpu), cpu, cuda:1, ...")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="the model's weights are cast to it")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on large sets)")
