@@ -123,18 +123,16 @@ class Classifier:
         threads = torch.get_num_threads() if workers == 0 else 1
         batches = ImageBatches(inputs, self.preprocess, batch_size, decode_threads=threads)
         top_k = min(top_k, self.config.num_labels)
-        pending = None
+        kept = 0 if self.device.type == "cpu" else 1  # batches left running on the device while the next one is sent
+        pending = []
         for batch in batch_loader(batches, workers, pin_memory=self.device.type == "cuda"):
-            launched = (batch["names"], *self.top_k(batch["pixels"], top_k, batch_size)) if batch["names"] else None
-            if pending is not None:
-                yield from self._results(*pending)
+            if batch["names"]:
+                pending.append((batch["names"], *self.top_k(batch["pixels"], top_k, batch_size)))
+            while len(pending) > kept:
+                yield from self._results(*pending.pop(0))
             yield from (Prediction(name, error=reason) for name, reason in batch["skipped"])
-            pending = launched
-            if self.device.type == "cpu" and pending is not None:
-                yield from self._results(*pending)
-                pending = None
-        if pending is not None:
-            yield from self._results(*pending)
+        for launched in pending:
+            yield from self._results(*launched)
 
     def _results(self, names, scores, label_ids) -> Iterator[Prediction]:
         labels = self.config.id2label
