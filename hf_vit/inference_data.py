@@ -170,6 +170,20 @@ def fetch(url: str) -> io.BytesIO:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class LeftOut:
+    """Files of folders and globs that are not inputs (hidden, or without an image extension): counted, a few named."""
+
+    EXAMPLES = 5
+
+    def __init__(self):
+        self.count, self.examples = 0, []
+
+    def add(self, path: str) -> None:
+        self.count += 1
+        if len(self.examples) < self.EXAMPLES:
+            self.examples.append(path)
+
+
 class Url(str):
     """A source to fetch (in the decoding thread or worker) before decoding."""
 
@@ -207,8 +221,8 @@ class ImageInputs:
     starting with # ignored; relative paths from the current folder), then the rows of a `datasets` split.
 
     Folders and globs yield the files whose extension PIL opens; other files, and hidden ones (.name), are counted
-    in `ignored` and left out. Enumeration is lazy, so a set of any size costs no memory; `count()` walks it once
-    for the progress bar."""
+    in a `LeftOut` and not classified. Enumeration is lazy, so a set of any size costs no memory; `count()` walks it
+    once for the progress bar."""
 
     def __init__(self, paths=(), input_lists=(), dataset: str | None = None, split: str | None = None,
                  dataset_config: str | None = None, image_column: str | None = None):  # fmt: skip
@@ -226,7 +240,7 @@ class ImageInputs:
         if path.startswith(URL_PREFIXES):
             return "url"
         if os.path.isdir(path):
-            if next(_walk_images(path, {}), None) is None:
+            if next(_walk_images(path, LeftOut()), None) is None:
                 raise InputError(f"folder {path} holds no image files (extensions PIL opens: .jpg, .png, ...), "
                                  "in it or in its sub-folders; give a folder of images.")  # fmt: skip
             return "folder"
@@ -238,22 +252,22 @@ class ImageInputs:
             return "glob"
         raise InputError(f"{path} does not exist (not a file, folder, glob or http(s) URL); check the path.")
 
-    def references(self, ignored: dict | None = None) -> Iterator[tuple[str, object]]:
+    def references(self, left_out: LeftOut | None = None) -> Iterator[tuple[str, object]]:
         """(kind, what) for each image, in order: ("file", path), ("url", url), ("row", number)."""
-        ignored = {} if ignored is None else ignored
+        left_out = LeftOut() if left_out is None else left_out
         for kind, value in self.entries:
             if kind in ("file", "url"):
                 yield kind, value
             elif kind == "folder":
-                yield from (("file", path) for path in _walk_images(value, ignored))
+                yield from (("file", path) for path in _walk_images(value, left_out))
             elif kind == "glob":
                 for path in sorted(glob.glob(value, recursive=True)):
                     if os.path.isdir(path):
-                        yield from (("file", inner) for inner in _walk_images(path, ignored))
+                        yield from (("file", inner) for inner in _walk_images(path, left_out))
                     elif _is_image_name(path):
                         yield "file", path
                     else:
-                        ignored[path] = None
+                        left_out.add(path)
             else:
                 with open(value, encoding="utf-8") as lines:
                     for line in lines:
@@ -263,10 +277,10 @@ class ImageInputs:
         if self.dataset is not None:
             yield from (("row", row) for row in range(len(self.dataset.rows)))
 
-    def count(self) -> tuple[int, list[str]]:
+    def count(self) -> tuple[int, LeftOut]:
         """The number of images, and the files left out of folders and globs (not images by extension, hidden)."""
-        ignored: dict[str, None] = {}
-        return sum(1 for _ in self.references(ignored)), list(ignored)
+        left_out = LeftOut()
+        return sum(1 for _ in self.references(left_out)), left_out
 
     def read(self, references: list[tuple[str, object]]) -> list[tuple[str, object]]:
         """(name, source) per reference: a path, binary file or `Url` to decode, or the ValueError that stops it."""
@@ -289,19 +303,19 @@ def _is_image_name(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS and not os.path.basename(path).startswith(".")
 
 
-def _walk_images(folder: str, ignored: dict) -> Iterator[str]:
+def _walk_images(folder: str, left_out: LeftOut) -> Iterator[str]:
     for root, folders, files in os.walk(folder):
         folders.sort()
         hidden = [name for name in folders if name.startswith(".")]
         for name in hidden:
             folders.remove(name)
-            ignored[os.path.join(root, name) + os.sep] = None
+            left_out.add(os.path.join(root, name) + os.sep)
         for name in sorted(files):
             path = os.path.join(root, name)
             if _is_image_name(path):
                 yield path
             else:
-                ignored[path] = None
+                left_out.add(path)
 
 
 def load_split(dataset: str, split: str | None, config: str | None, image_column: str | None) -> DatasetSplit:

@@ -263,10 +263,11 @@ def run(args) -> int:
     classifier = Classifier(args.model, device=args.device, dtype=args.dtype, compile=args.compile,
                             exact_decode=args.exact_decode)  # fmt: skip
     top_k = min(args.top_k, classifier.config.num_labels)
-    total, ignored = inputs.count()
-    if ignored:
-        shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
-        logger.warning(f"left out {len(ignored)} file(s) of the folders and globs that are hidden or have no image "
+    total, left_out = inputs.count()
+    if left_out.count:
+        more = left_out.count - len(left_out.examples)
+        shown = ", ".join(left_out.examples) + (f" and {more} more" if more else "")
+        logger.warning(f"left out {left_out.count} file(s) of the folders and globs that are hidden or have no image "
                        f"extension: {shown}. Name a file itself to classify it.")  # fmt: skip
     writer = ResultWriter(args.output, output_format, top_k)
     classified, skipped, started = 0, 0, time.perf_counter()
