@@ -17,6 +17,7 @@ hf_vit's input side alone. Predictions are compared with the pipeline's, image b
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -42,6 +43,7 @@ from hf_vit.processing import build_image_processor, save_model_folder
 CONTENDERS = ("hf_vit", "hf_vit-exact", "transformers", "timm")
 # (share of the set, megapixels low, high); thumbnails are 224-320 px on the short side.
 SIZE_CLASSES = {"thumbnail": (0.3, None, None), "web": (0.2, 0.3, 0.8), "photo": (0.5, 1.0, 4.0)}
+SIZE_NAMES = {"thumbnail": "thumbnails, 224-320 px", "web": "web images, 0.3-0.8 MP", "photo": "photos, 1-4 MP"}
 ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9)
 MODES = (("RGB", 0.85), ("L", 0.10), ("CMYK", 0.05))
 
@@ -115,7 +117,7 @@ def jpeg_folder(folder: Path, num_images: int, seed: int, processes: int) -> lis
 def describe_set(files: list[dict]) -> str:
     pixels = sum(entry["width"] * entry["height"] for entry in files)
     size = sum(entry["bytes"] for entry in files)
-    kinds = ", ".join(f"{sum(e['kind'] == kind for e in files)} {kind}s" for kind in SIZE_CLASSES)
+    kinds = ", ".join(f"{sum(e['kind'] == kind for e in files)} {SIZE_NAMES[kind]}" for kind in SIZE_CLASSES)
     modes = ", ".join(f"{sum(e['mode'] == mode for e in files)} {mode}" for mode, _ in MODES)
     return (f"{len(files)} JPEGs ({kinds}; {modes}; {sum(e['progressive'] for e in files)} progressive), "
             f"{size / 2**20:.0f} MiB, {pixels / len(files) / 1e6:.2f} megapixels and {size / len(files) / 1024:.0f} "
@@ -340,7 +342,7 @@ def main(argv=None) -> int:
         classifier = classifiers.get("hf_vit") or Classifier(
             model_folder, device=args.device, dtype=args.dtype, compile=args.compile
         )  # the model-alone and input-side rows: hf-vit predict's defaults
-        model_batches = max(2, len(files) // args.batch_size // 4)
+        model_batches = math.ceil(len(files) / args.batch_size)  # as many images as a pass over the folder
         runners["(model alone)"] = model_only(classifier, args, model_batches)
         runners["(input side alone)"] = input_only(classifier, images, args)
         for name, run in runners.items():
@@ -408,8 +410,8 @@ def markdown(report: dict) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for kind, row in profile["classes"].items():
-        lines.append(f"| {kind} | {row['count']} | {row['scaled_decode']:.2f} | {row['scaled_resize']:.2f} | "
-                     f"{row['exact_decode']:.2f} | {row['exact_resize']:.2f} |")  # fmt: skip
+        timings = " | ".join(f"{row[key]:.2f}" for key in ("scaled_decode", "scaled_resize", "exact_decode", "exact_resize"))
+        lines.append(f"| {SIZE_NAMES[kind]} | {row['count']} | {timings} |")
     lines += [
         "",
         f"Model alone: {1e3 / model_rate:.2f} ms per image on {env['threads']} threads. DCT-scaled against exactly "

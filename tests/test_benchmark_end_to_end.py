@@ -34,7 +34,7 @@ def test_contenders_classify_the_same_folder_and_agree(tmp_path, capsys):
     assert 0.0 <= report["agreement"]["timm"] <= 1.0 and 0.0 <= report["agreement"]["hf_vit"] <= 1.0
     assert report["profile"]["mean_abs_levels"] > 0  # DCT scaling did change some pixels of the larger JPEGs
     table = capsys.readouterr().out
-    assert "| hf_vit |" in table and "| (model alone) |" in table and "| photo |" in table
+    assert "| hf_vit |" in table and "| (model alone) |" in table and "| photos, 1-4 MP |" in table
 
     again = script.jpeg_folder(tmp_path / "jpegs", 12, 0, processes=1)  # the cached set, not regenerated
     assert again == files
