@@ -410,7 +410,8 @@ def markdown(report: dict) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for kind, row in profile["classes"].items():
-        timings = " | ".join(f"{row[key]:.2f}" for key in ("scaled_decode", "scaled_resize", "exact_decode", "exact_resize"))
+        stages = ("scaled_decode", "scaled_resize", "exact_decode", "exact_resize")
+        timings = " | ".join(f"{row[stage]:.2f}" for stage in stages)
         lines.append(f"| {SIZE_NAMES[kind]} | {row['count']} | {timings} |")
     lines += [
         "",
