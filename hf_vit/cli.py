@@ -10,7 +10,7 @@ COMMANDS = {
     "convert": ("hf_vit.convert", "convert a transformers ViT/DeiT, timm or JAX .npz checkpoint to an hf_vit folder"),
     "train": ("hf_vit.training", "train from a preset or fine-tune a checkpoint on an image set, into a model folder"),
     "evaluate": ("hf_vit.evaluation", "metrics of a saved model on a split of an image set"),
-    "predict": ("hf_vit.prediction", "top-k labels and scores of a saved model for image files"),
+    "predict": ("hf_vit.prediction", "top-k labels of a saved model for files, folders, globs, URLs or a data set"),
     "explain": ("hf_vit.explain", "where a saved model looks: attention rollout and per-head maps as PNG overlays"),
     "demo": ("hf_vit.demo", "a local Gradio web demo of a saved model: top-5 labels and the attention overlay"),
     "benchmark": ("hf_vit.benchmark", "hf_vit against transformers' ViT and timm with the same weights: speed, memory"),

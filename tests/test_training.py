@@ -1,6 +1,8 @@
 """`hf-vit train`, `hf-vit evaluate` and `hf-vit predict` end to end, on tiny models and small sets (CPU)."""
 
+import csv
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -107,7 +109,9 @@ def test_predict_gives_sorted_top_k_labels(digits_folder, tmp_path):
 
     command = [sys.executable, "-m", "hf_vit.cli", "predict", "--model", str(digits_folder), "--top_k", "2", *paths]
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300).stdout
-    assert output.count("digit") == 2 and len(output.strip().splitlines()) == 6
+    rows = list(csv.DictReader(io.StringIO(output)))
+    assert [row["path"] for row in rows] == paths and list(rows[0])[:3] == ["path", "label_1", "score_1"]
+    assert [row["label_1"] for row in rows] == [scores[0]["label"] for scores in predictions]
 
 
 def test_imagefolder_with_string_labels_fine_tuned_with_mixing_augmentation(digits_folder, tmp_path):
