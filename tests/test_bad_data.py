@@ -5,6 +5,7 @@ import json
 import re
 
 import numpy as np
+import PIL
 import pytest
 import torch
 from conftest import randomize_head, tiny_config
@@ -113,6 +114,15 @@ def test_training_batches_hold_the_pixels_of_the_per_image_transform(processor):
         assert image.shape == (3, 16, 16) and (image == 0).all(dim=0).any()  # erased to 0, the normalised mean
 
 
+def pillow_reads(path) -> bool:
+    try:
+        with PILImage.open(path) as image:
+            image.load()
+    except OSError:
+        return False
+    return True
+
+
 def test_predict_reads_every_mode_and_size_as_training_does(model_folder, tmp_path):
     """Each mode saved as a TIFF (which keeps them all) must score exactly as its RGB colour saved as a PNG."""
     odd_files, rgb_files = [], []
@@ -120,6 +130,11 @@ def test_predict_reads_every_mode_and_size_as_training_does(model_folder, tmp_pa
         for width, height in SIZES:
             name = f"{mode.replace(';', '_')}-{width}x{height}"
             make((width, height)).save(tmp_path / f"{name}.tif")
+            if not pillow_reads(tmp_path / f"{name}.tif"):
+                # Pillow 12 (which gradio and trackio pin below 13) cannot read back the small YCbCr TIFFs it writes
+                # ("image file is truncated"); Pillow 13 can. Any other file it cannot read fails here.
+                assert mode == "YCbCr" and int(PIL.__version__.split(".")[0]) < 13, name
+                continue
             PILImage.new("RGB", (width, height), colour).save(tmp_path / f"{name}-rgb.png")
             odd_files.append(str(tmp_path / f"{name}.tif"))
             rgb_files.append(str(tmp_path / f"{name}-rgb.png"))
