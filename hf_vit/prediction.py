@@ -31,6 +31,7 @@ logger = logging.get_logger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FORMATS = ("csv", "jsonl")
 DEFAULT_BATCH_SIZE = 64
+WORKER_CHUNK = 32  # images a worker decodes per task
 
 
 @dataclass
@@ -115,26 +116,53 @@ class Classifier:
         return self.to_scores(logits.float()).topk(k, dim=-1)
 
     def classify(self, inputs: ImageInputs, top_k: int = 5, batch_size: int = DEFAULT_BATCH_SIZE,
-                 num_workers: int | None = None) -> Iterator[Prediction]:  # fmt: skip
-        """A `Prediction` per input: the classified ones in input order, the skipped ones with their reason. On an
-        accelerator, batch k + 1 goes to the device before batch k's results are read, so that the device does not
-        wait for the host; on the CPU each batch's results come as soon as it is computed."""
+                 num_workers: int | None = None, worker_chunk: int = WORKER_CHUNK) -> Iterator[Prediction]:  # fmt: skip
+        """A `Prediction` per input: the classified ones in input order, the skipped ones with their reason.
+
+        Without workers, each batch is decoded by `torch.get_num_threads()` threads. Workers decode `worker_chunk`
+        images at a time, gathered into batches on the device: a large batch then does not wait for one worker to
+        decode all of it, and every worker is busy from the start. On an accelerator, batch k + 1 goes to the device
+        before batch k's results are read, so that the device does not wait for the host."""
         workers = default_num_workers(self.device) if num_workers is None else num_workers
         threads = torch.get_num_threads() if workers == 0 else 1
-        batches = ImageBatches(inputs, self.preprocess, batch_size, decode_threads=threads)
+        chunk = batch_size if workers == 0 else min(batch_size, worker_chunk)
+        parts_of_batches = ImageBatches(inputs, self.preprocess, chunk, threads)
+        loader = batch_loader(parts_of_batches, workers, pin_memory=self.device.type == "cuda")
         top_k = min(top_k, self.config.num_labels)
         kept = 0 if self.device.type == "cpu" else 1  # batches left running on the device while the next one is sent
-        pending = []
-        for batch in batch_loader(batches, workers, pin_memory=self.device.type == "cuda"):
-            if batch["names"]:
-                pending.append((batch["names"], *self.top_k(batch["pixels"], top_k, batch_size)))
-            while len(pending) > kept:
-                yield from self._results(*pending.pop(0))
-            yield from (Prediction(name, error=reason) for name, reason in batch["skipped"])
+        pending, names, parts = [], [], []
+
+        def launch(batch_names: list[str], pixels: torch.Tensor) -> None:
+            pending.append((batch_names, *self._to_host(*self.top_k(pixels, top_k, batch_size))))
+
+        for part in loader:
+            yield from (Prediction(name, error=reason) for name, reason in part["skipped"])
+            names += part["names"]
+            parts.append(part["pixels"].to(self.device, non_blocking=True))
+            while len(names) >= batch_size:
+                pixels = parts[0] if len(parts) == 1 else torch.cat(parts)
+                launch(names[:batch_size], pixels[:batch_size])
+                names, parts = names[batch_size:], [pixels[batch_size:]]
+                while len(pending) > kept:
+                    yield from self._results(*pending.pop(0))
+        if names:
+            launch(names, torch.cat(parts))
         for launched in pending:
             yield from self._results(*launched)
 
-    def _results(self, names, scores, label_ids) -> Iterator[Prediction]:
+    def _to_host(self, scores: torch.Tensor, label_ids: torch.Tensor):
+        """Results copied to the host as soon as the device computes them, with an event that says when they are
+        there: reading batch k then waits for batch k only, not for batch k + 1 queued behind it."""
+        if self.device.type == "cpu":
+            return scores, label_ids, None
+        copied = scores.to("cpu", non_blocking=True), label_ids.to("cpu", non_blocking=True)
+        arrived = torch.Event(self.device)
+        arrived.record()
+        return *copied, arrived
+
+    def _results(self, names, scores, label_ids, arrived) -> Iterator[Prediction]:
+        if arrived is not None:
+            arrived.synchronize()
         labels = self.config.id2label
         for name, row_scores, row_ids in zip(names, scores.tolist(), label_ids.tolist(), strict=True):
             yield Prediction(name, [labels[index] for index in row_ids], row_scores)

@@ -121,6 +121,22 @@ def test_workers_and_batch_sizes_keep_input_order_and_scores(model_folder, image
     assert [entry["path"] for entry in outputs[0]] == [str(image_folder / name) for name in IMAGES_IN_ORDER]
 
 
+def test_worker_chunks_gather_into_batches_in_input_order(model_folder, image_folder, tmp_path):
+    """Workers decode 2 images at a time, gathered into batches of 5 across chunks, a broken file among them."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    paths = [str(image_folder / name) for name in IMAGES_IN_ORDER]
+    paths = paths[:3] + [str(broken)] + paths[3:] + paths
+    classifier = Classifier(str(model_folder), device="cpu")
+    chunked = list(classifier.classify(ImageInputs(paths), 3, batch_size=5, num_workers=2, worker_chunk=2))
+    whole = list(classifier.classify(ImageInputs(paths), 3, batch_size=len(paths), num_workers=0))
+    assert [p.name for p in chunked if p.error] == [p.name for p in whole if p.error] == [str(broken)]
+    classified = [p for p in chunked if p.error is None]
+    assert [p.name for p in classified] == [p.name for p in whole if p.error is None] == paths[:3] + paths[4:]
+    for ours, theirs in zip(classified, [p for p in whole if p.error is None], strict=True):
+        assert ours.labels == theirs.labels and ours.scores == pytest.approx(theirs.scores, abs=2e-6)
+
+
 def test_scores_agree_with_the_model_run_through_its_saved_processor(model_folder, image_folder):
     """What users of the folder get: AutoImageProcessor (transformers' torchvision backend) + the model + softmax.
     With exact decoding the pixels are the processor's exactly, so the scores agree to float32 rounding."""
