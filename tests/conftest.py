@@ -120,6 +120,17 @@ def randomize_head(model):
     return model
 
 
+def save_tiny_classifier(folder, id2label: dict):
+    """A tiny classifier with a random head for `id2label`, saved with its processor (seeded): a model folder to
+    classify with."""
+    from hf_vit import HfViTForImageClassification, build_image_processor, save_model_folder
+
+    torch.manual_seed(0)
+    model = randomize_head(HfViTForImageClassification(tiny_config(num_labels=len(id2label), id2label=id2label)))
+    save_model_folder(model.eval(), build_image_processor(model.config), folder)
+    return folder
+
+
 @pytest.fixture
 def tiny_model():
     from hf_vit import HfViTForImageClassification

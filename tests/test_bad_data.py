@@ -8,12 +8,12 @@ import numpy as np
 import PIL
 import pytest
 import torch
-from conftest import randomize_head, tiny_config
+from conftest import save_tiny_classifier, tiny_config
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 from PIL import ImageFile
 
-from hf_vit import HfViTForImageClassification, build_image_processor, save_model_folder
+from hf_vit import build_image_processor
 from hf_vit.augment import AugmentationArguments, build_train_transform, eval_transform_fn, train_transform_fn
 from hf_vit.data import DataArguments, load_image_dataset, load_image_dataset_with_skip_counts
 from hf_vit.evaluation import EvaluateArguments, evaluate_model
@@ -58,11 +58,7 @@ QUIET = ["--disable_tqdm", "True", "--report_to", "none"]
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    model = randomize_head(HfViTForImageClassification(tiny_config(num_labels=3, id2label=LABELS)))
-    save_model_folder(model.eval(), build_image_processor(model.config), folder)
-    return folder
+    return save_tiny_classifier(tmp_path_factory.mktemp("model"), LABELS)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import torch
-from conftest import assert_float32_close, randomize_head, tiny_config
+from conftest import assert_float32_close, save_tiny_classifier, tiny_config
 from datasets import Dataset, DatasetDict
 from PIL import Image as PILImage
 from transformers import AutoImageProcessor, DeiTImageProcessor
@@ -21,7 +21,7 @@ from transformers import AutoImageProcessor, DeiTImageProcessor
 from hf_vit import HfViTForImageClassification
 from hf_vit.inference_data import ImageInputs, Preprocess, decode
 from hf_vit.prediction import Classifier, main
-from hf_vit.processing import build_image_processor, build_timm_eval_processor, save_model_folder
+from hf_vit.processing import build_image_processor, build_timm_eval_processor
 
 LABELS = {0: "cat", 1: "dog", 2: "fox"}
 
@@ -36,11 +36,7 @@ def photo(width: int, height: int, seed: int, mode: str = "RGB") -> PILImage.Ima
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    model = randomize_head(HfViTForImageClassification(tiny_config(num_labels=3, id2label=LABELS)))
-    save_model_folder(model.eval(), build_image_processor(model.config), folder)
-    return folder
+    return save_tiny_classifier(tmp_path_factory.mktemp("model"), LABELS)
 
 
 @pytest.fixture(scope="module")
