@@ -24,7 +24,7 @@ import torch
 from .cli_args import CommandParser
 from .configuration_hf_vit import HfViTConfig
 from .modeling_hf_vit import HfViTForImageClassification
-from .processing import _fsync, _size_fields, processor_output_size
+from .processing import _fsync, processor_output_size, size_fields
 from .sources import locate
 
 TARGETS = ("transformers", "timm", "onnx")
@@ -192,7 +192,7 @@ def timm_pretrained_cfg(processor, config: HfViTConfig) -> dict:
         refuse(f"makes {height}x{width} images but the model's image_size is {config.image_hw}")
     if not getattr(processor, "do_rescale", True) or abs(processor.rescale_factor - 1 / 255) > 1e-12:
         refuse("does not scale pixels by 1/255 as timm's ToTensor does")
-    size = _size_fields(processor.size)
+    size = size_fields(processor.size)
     crop = getattr(processor, "do_center_crop", False)
     if size.get("shortest_edge"):  # resize the short side, then crop: timm's "center" mode
         if not crop:

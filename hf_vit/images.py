@@ -66,7 +66,12 @@ def read_image_file(path: str | os.PathLike) -> PILImage.Image:
     try:
         image = Image().decode_example({"path": path, "bytes": None})
     except Exception as error:  # PIL's decoders raise many types on a malformed file (OSError, SyntaxError, ...)
-        raise ValueError(
-            f"{path} is not a readable image file ({type(error).__name__}: {error}); give a PNG, JPEG, ... image."
-        ) from error
+        raise unreadable_image(path, error) from error
     return to_rgb(image, source=path)
+
+
+def unreadable_image(name: str, error: Exception) -> ValueError:
+    """The error for an image that cannot be decoded, naming it and the decoder's reason."""
+    return ValueError(
+        f"{name} is not a readable image file ({type(error).__name__}: {error}); give a PNG, JPEG, ... image."
+    )

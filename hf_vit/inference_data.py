@@ -28,7 +28,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as transforms
 from transformers.image_utils import PILImageResampling
 
-from .images import to_rgb
+from .images import to_rgb, unreadable_image
+from .processing import size_fields
 
 # Extensions of the formats PIL can open (not those it can only write, like .pdf): the files a folder or glob yields.
 IMAGE_EXTENSIONS = frozenset(ext for ext, kind in PILImage.registered_extensions().items() if kind in PILImage.OPEN)
@@ -79,7 +80,7 @@ class Preprocess:
         if getattr(processor, "do_rescale", True) is False or getattr(processor, "do_normalize", True) is False:
             raise InputError(f"{name} turns rescaling or normalisation off; hf-vit predict expects both (any mean, "
                              "std and rescale factor).")  # fmt: skip
-        size = _fields(getattr(processor, "size", None))
+        size = size_fields(getattr(processor, "size", None))
         if not getattr(processor, "do_resize", True):
             raise InputError(f"{name} does not resize; hf-vit predict batches images of one size: set do_resize.")
         if "height" in size and "width" in size:
@@ -91,7 +92,7 @@ class Preprocess:
         else:
             raise InputError(f"{name} has size {size}; hf-vit predict reproduces a (height, width) or shortest_edge "
                              "resize.")  # fmt: skip
-        crop = _fields(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else {}
+        crop = size_fields(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else {}
         self.crop_size = (int(crop["height"]), int(crop["width"])) if crop else None
         if self.crop_size is None and len(self.resize_size) == 1:
             raise InputError(f"{name} resizes the shortest edge without a center crop: images of many sizes, which "
@@ -120,13 +121,6 @@ class Preprocess:
         return (pixels.float() - self.shift.to(pixels.device)) / self.divisor.to(pixels.device)
 
 
-def _fields(size) -> dict:
-    if size is None:
-        return {}
-    items = size.items() if isinstance(size, dict) else vars(size).items()
-    return {key: value for key, value in items if value is not None}
-
-
 def load_image(source, draft_size: tuple[int, int] | None = None) -> PILImage.Image:
     """A path or binary file -> the PIL image, every pixel read and EXIF orientation applied (as training reads
     images). A JPEG is decoded by libjpeg at 1/2, 1/4 or 1/8 of its size where that stays at least `draft_size`
@@ -146,9 +140,7 @@ def decode(source, name: str, preprocess: Preprocess) -> torch.Tensor:
     try:
         image = load_image(source, preprocess.draft_size)
     except Exception as error:  # PIL's decoders raise many types on a malformed file (OSError, SyntaxError, ...)
-        raise ValueError(
-            f"{name} is not a readable image file ({type(error).__name__}: {error}); give a PNG, JPEG, ... image."
-        ) from error
+        raise unreadable_image(name, error) from error
     return preprocess(to_rgb(image, source=name))
 
 

@@ -140,7 +140,7 @@ def save_model_folder(
     staging.rmdir()
 
 
-def _size_fields(size) -> dict:
+def size_fields(size) -> dict:
     """A processor's size as a plain dict of the fields it sets (transformers 5 holds a `SizeDict`)."""
     if size is None:
         return {}
@@ -151,8 +151,8 @@ def _size_fields(size) -> dict:
 def processor_output_size(processor) -> tuple[int, int]:
     """(height, width) of the pixel values `processor` makes, read from its own resize rule: the crop when it crops,
     else the resize target. A shortest-edge resize without a crop keeps each image's aspect ratio: no fixed size."""
-    crop = _size_fields(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else {}
-    size = crop or _size_fields(getattr(processor, "size", None))
+    crop = size_fields(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else {}
+    size = crop or size_fields(getattr(processor, "size", None))
     if "height" in size and "width" in size:
         return int(size["height"]), int(size["width"])
     raise ValueError(
@@ -170,7 +170,7 @@ def processor_for_size(processor, image_size: tuple[int, int]):
     if (old_height, old_width) == (height, width):
         return processor
     fields = processor.to_dict()
-    size = _size_fields(getattr(processor, "size", None))
+    size = size_fields(getattr(processor, "size", None))
     if getattr(processor, "do_center_crop", False):
         fields["crop_size"] = {"height": height, "width": width}
         if "shortest_edge" in size:  # large enough for the crop on both sides, at the same resize-to-crop ratio
@@ -187,8 +187,8 @@ def processor_for_size(processor, image_size: tuple[int, int]):
 
 def describe_processor(processor) -> str:
     """One line for logs and cards: class, resize rule, crop, resample, mean and std."""
-    size = _size_fields(getattr(processor, "size", None))
-    crop = _size_fields(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else {}
+    size = size_fields(getattr(processor, "size", None))
+    crop = size_fields(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else {}
     resample = getattr(processor, "resample", None)
     resample = PILImageResampling(resample).name.lower() if resample is not None else "default"
     return (f"{type(processor).__name__}, resize {size}" + (f", center crop {crop}" if crop else "")
