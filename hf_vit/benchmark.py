@@ -60,6 +60,7 @@ class Settings:
     device: str = "cpu"
     dtype: str = "float32"
     compile: bool = False
+    freeze: bool = False  # inference compiled with inductor's weight freezing (implies compile)
     repeats: int = 10
     warmup: int = 3
     num_labels: int = 1000
@@ -200,7 +201,12 @@ def inputs(config: HfViTConfig, settings: Settings):
 
 
 def prepare(module: torch.nn.Module, mode: str, settings: Settings) -> torch.nn.Module:
+    """On the device, in `mode`, compiled if asked. Freezing (inference only: it needs weights that do not change)
+    lets inductor treat weights as constants: folded, and on CPU prepacked for the BLAS and fused with their
+    epilogues."""
     module = module.to(settings.device).train(mode == "training")
+    if settings.freeze and mode == "inference":
+        return torch.compile(module, options={"freezing": True})
     return torch.compile(module) if settings.compile else module
 
 
@@ -435,6 +441,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"{settings['preset']}, batch {settings['batch_size']}, {settings['device']}, {settings['dtype']}, "
         f"{'compiled' if settings['compile'] else 'eager'}"
+        f"{' (inference with frozen weights)' if settings.get('freeze') else ''}"
         f"{', malloc keeps freed memory' if settings['retain_freed_memory'] and settings['device'] == 'cpu' else ''}; "
         f"{settings['repeats']} interleaved rounds after "
         f"{settings['warmup']} warm-up steps; torch {env['torch']}, transformers {env['transformers']}, "
@@ -476,6 +483,8 @@ def parse_settings(argv: list[str] | None) -> tuple[Settings, str | None]:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where every contender runs")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="bfloat16: autocast")
     parser.add_argument("--compile", action="store_true", help="torch.compile every contender")
+    parser.add_argument("--freeze", action="store_true", help="with --compile (implied): inference compiled with "
+                        "inductor's weight freezing (weights as constants: folded, prepacked)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=Settings.repeats, help="timed rounds (median over them)")
     parser.add_argument("--warmup", type=int, default=Settings.warmup, help="untimed steps per contender and mode")
     parser.add_argument("--num-labels", type=int, default=Settings.num_labels, help="classes of the head")
@@ -499,7 +508,8 @@ def parse_settings(argv: list[str] | None) -> tuple[Settings, str | None]:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
-        compile=args.compile,
+        compile=args.compile or args.freeze,
+        freeze=args.freeze,
         repeats=args.repeats,
         warmup=args.warmup,
         num_labels=args.num_labels,

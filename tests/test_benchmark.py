@@ -5,8 +5,21 @@ import statistics
 
 import pytest
 import torch
+from conftest import assert_float32_close
 
-from hf_vit.benchmark import CONTENDERS, MATMUL, MATMUL_ONEDNN, MODES, Settings, main, measure_memory
+from hf_vit.benchmark import (
+    CONTENDERS,
+    MATMUL,
+    MATMUL_ONEDNN,
+    MODES,
+    Settings,
+    benchmark_config,
+    main,
+    measure_memory,
+    parse_settings,
+    prepare,
+)
+from hf_vit.modeling_hf_vit import HfViTForImageClassification
 from hf_vit.speedups import ONEDNN_LINEAR, OneDNNLinear
 
 pytest.importorskip("timm")
@@ -91,3 +104,18 @@ def test_training_step_trains_every_contender():
         make_step(module.train(), "training", settings, pixels, labels)()
         after = module.state_dict()["classifier.weight" if name == "hf_vit" else "head.weight"]
         assert not torch.equal(before, after), name
+
+
+def test_freeze_compiles_inference_with_frozen_weights():
+    """--freeze implies --compile; inference runs inductor's frozen graph (weights folded in as constants), which must
+    give the model's logits."""
+    arguments = [*TINY, "--no-memory", "--freeze", "--contenders", "hf_vit-plain"]
+    settings, _ = parse_settings(arguments)
+    assert settings.compile and settings.freeze
+    torch.manual_seed(0)
+    config = benchmark_config("vit-digits-patch2-8", 10)
+    model = HfViTForImageClassification(config).eval()
+    pixels = torch.randn(4, config.num_channels, *config.image_hw)
+    frozen = prepare(model, "inference", settings)
+    with torch.inference_mode():
+        assert_float32_close(frozen(pixels).logits, model(pixels).logits)

@@ -1,6 +1,7 @@
 """`--streaming`: a Hub data set of several parquet files, pushed to the local Hub server and read as a stream by
 `hf-vit train` and `hf-vit evaluate` (real clients in subprocesses, as in test_hub.py)."""
 
+import csv
 import json
 import re
 import subprocess
@@ -13,6 +14,7 @@ from hub_server import LocalHub
 from test_distributed import REPO, TORCHRUN, assert_one_complete_folder, needs_torchrun
 from test_hub import hub, hub_env  # noqa: F401  (hub: the server fixture)
 
+from hf_vit.prediction import main as predict_main
 from hf_vit.recipes import parse_args
 
 TINY = "image_size=16,patch_size=4,hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64"
@@ -163,3 +165,27 @@ def test_streaming_without_held_out_splits_names_the_options(tmp_path):
     stripes_dataset(16).to_parquet(tmp_path / "set" / "data" / "train-00000-of-00001.parquet")
     with pytest.raises(ValueError, match="--streaming needs a validation split.*name one with --eval_split"):
         load_streaming_splits(DataArguments(dataset=str(tmp_path / "set"), streaming=True), seed=0)
+
+
+def test_predict_classifies_a_hub_split_as_the_same_images_saved_locally(hub, streamed_set, tmp_path):  # noqa: F811
+    """`hf-vit predict --dataset <Hub id> --split test`: every row of the split, in order, named `test[row]`, with
+    the labels and scores the same images get from a local copy of the set."""
+    from conftest import save_tiny_classifier
+    from test_trainer_steps import stripes_dataset
+
+    model = save_tiny_classifier(tmp_path / "model", {0: "horizontal", 1: "vertical"})
+    remote = tmp_path / "remote.csv"
+    command = [sys.executable, "-m", "hf_vit.cli", "predict", "--model", str(model), "--dataset", REPO_ID, "--split",
+               "test", "--output", str(remote)]  # fmt: skip
+    result = subprocess.run(command, env=hub_env(hub, tmp_path / "home"), cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    local_set = tmp_path / "local"
+    stripes_dataset(48, seed=2).save_to_disk(local_set)  # the pushed test split (see `push_script`)
+    local = tmp_path / "local.csv"
+    assert predict_main(["--model", str(model), "--dataset", str(local_set), "--output", str(local)]) == 0
+    remote_rows, local_rows = (list(csv.DictReader(path.open())) for path in (remote, local))
+    assert [row["path"] for row in remote_rows] == [f"test[{row}]" for row in range(48)]
+    for remote_row, local_row in zip(remote_rows, local_rows, strict=True):
+        assert remote_row["label_1"] == local_row["label_1"] and remote_row["score_1"] == local_row["score_1"]
+    assert len({row["score_1"] for row in remote_rows}) > 1  # the images differ, and so do their scores
