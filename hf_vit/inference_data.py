@@ -108,7 +108,10 @@ class Preprocess:
 
     def __call__(self, image: PILImage.Image) -> torch.Tensor:
         """An RGB PIL image -> uint8 tensor [3, height, width] at the model's size."""
-        pixels = transforms.functional.pil_to_tensor(image)
+        return self.resize_and_crop(transforms.functional.pil_to_tensor(image))
+
+    def resize_and_crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB pixels [3, h, w] of any size, on any device -> [3, height, width] at the model's size."""
         pixels = transforms.functional.resize(pixels, self.resize_size, self.interpolation, antialias=True)
         if self.crop_size is not None:
             height, width = pixels.shape[-2:]
@@ -358,21 +361,28 @@ def load_split(dataset: str, split: str | None, config: str | None, image_column
 
 
 class ImageBatches(torch.utils.data.IterableDataset):
-    """Batches of `batch_size` inputs as {"names", "pixels" (uint8 [n, 3, H, W]), "skipped" [(name, reason)]}.
+    """Batches of `batch_size` inputs as {"names", "pixels" (uint8 [n, 3, H, W]), "skipped" [(name, reason)]}
+    (with a `device_decoder`, its `pack` of them: the JPEGs it decodes on the device travel undecoded).
     Batch k is made by worker k % workers, and `DataLoader` takes the workers' batches in turn, so batches come out in
     input order whatever the number of workers. Without workers, the inputs of a batch are decoded by
     `decode_threads` threads (PIL and torch release the GIL while they decode and resize)."""
 
-    def __init__(self, inputs: ImageInputs, preprocess: Preprocess, batch_size: int, decode_threads: int = 1):
+    def __init__(self, inputs: ImageInputs, preprocess: Preprocess, batch_size: int, decode_threads: int = 1,
+                 device_decoder=None):  # fmt: skip
         self.inputs, self.preprocess, self.batch_size = inputs, preprocess, batch_size
         self.decode_threads = decode_threads
+        self.device_decoder = device_decoder  # a `hf_vit.device_decode.DeviceDecoder`: JPEGs left for the device
 
-    def _one(self, named) -> torch.Tensor | ValueError:
+    def _one(self, named):
+        """A decoded image (uint8 tensor), a `DeviceDecoder`'s undecoded JPEG, or the ValueError that skips it."""
         name, source = named
         if isinstance(source, ValueError):
             return source
         try:
-            return decode(fetch(source) if isinstance(source, Url) else source, name, self.preprocess)
+            source = fetch(source) if isinstance(source, Url) else source
+            if self.device_decoder is not None:
+                return self.device_decoder.read(source, name)
+            return decode(source, name, self.preprocess)
         except ValueError as error:
             return error
 
@@ -387,12 +397,16 @@ class ImageBatches(torch.utils.data.IterableDataset):
                     continue
                 named = self.inputs.read(references)
                 decoded = list(pool.map(self._one, named)) if pool else [self._one(item) for item in named]
-                names = [name for (name, _), result in zip(named, decoded, strict=True) if torch.is_tensor(result)]
-                pixels = [result for result in decoded if torch.is_tensor(result)]
-                skipped = [(name, str(result)) for (name, _), result in zip(named, decoded, strict=True)
-                           if not torch.is_tensor(result)]  # fmt: skip
+                results = [(name, result) for (name, _), result in zip(named, decoded, strict=True)]
+                kept = [(name, result) for name, result in results if not isinstance(result, ValueError)]
+                skipped = [(name, str(result)) for name, result in results if isinstance(result, ValueError)]
+                if self.device_decoder is not None:
+                    yield self.device_decoder.pack(kept, skipped)
+                    continue
+                pixels = [result for _, result in kept]
                 empty = torch.empty(0, 3, *self.preprocess.output_size, dtype=torch.uint8)
-                yield {"names": names, "pixels": torch.stack(pixels) if pixels else empty, "skipped": skipped}
+                yield {"names": [name for name, _ in kept], "pixels": torch.stack(pixels) if pixels else empty,
+                       "skipped": skipped}  # fmt: skip
         finally:
             if pool is not None:  # a stopped run does not wait for the fetches and decodes under way
                 pool.shutdown(wait=False, cancel_futures=True)

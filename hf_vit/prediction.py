@@ -22,6 +22,7 @@ from transformers.utils import logging
 
 from . import speedups
 from .cli_args import CommandParser
+from .device_decode import DeviceDecoder
 from .inference_data import ImageBatches, ImageInputs, InputError, Preprocess, batch_loader
 from .input_pipeline import usable_cores
 from .modeling_hf_vit import HfViTForImageClassification
@@ -30,6 +31,7 @@ logger = logging.get_logger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FORMATS = ("csv", "jsonl")
+DECODES = ("host", "device")
 DEFAULT_BATCH_SIZE = 64
 WORKER_CHUNK = 32  # images a worker decodes per task
 
@@ -76,13 +78,20 @@ def default_num_workers(device: torch.device) -> int:
 class Classifier:
     """A saved model (folder or Hub id) ready for batches: hf_vit's own classes (never code that came with the
     folder), `hf_vit.speedups` applied, on `device`, weights cast to `dtype` (as `from_pretrained(dtype=...)` does,
-    on every device), optionally compiled."""
+    on every device), optionally compiled. `decode="device"` decodes JPEGs on a CUDA device (`hf_vit.device_decode`);
+    `device_decoder` is then its `DeviceDecoder`, which takes any device (tests set one on a CPU classifier)."""
 
     def __init__(self, model, processor=None, device: str = "auto", dtype: str = "float32", compile: bool = False,
-                 exact_decode: bool = False):  # fmt: skip
+                 exact_decode: bool = False, decode: str = "host"):  # fmt: skip
         self.device = resolve_device(device)
         if dtype not in DTYPES:
             raise InputError(f"--dtype {dtype!r} must be one of {', '.join(DTYPES)}.")
+        if decode not in DECODES:
+            raise InputError(f"--decode {decode!r} must be one of {', '.join(DECODES)}.")
+        if decode == "device" and self.device.type != "cuda":
+            raise InputError(f"--decode device decodes JPEGs with nvJPEG on a CUDA GPU, and this run's device is "
+                             f"{self.device}: give --device cuda on a machine with an NVIDIA GPU, or use --decode "
+                             "host.")  # fmt: skip
         if isinstance(model, (str, os.PathLike)):
             try:
                 processor = AutoImageProcessor.from_pretrained(model)
@@ -95,6 +104,7 @@ class Classifier:
         if not model.config.num_labels:
             raise InputError("the model has no classifier (num_labels=0): it gives features, not labels.")
         self.preprocess = Preprocess(processor, exact_decode=exact_decode)
+        self.device_decoder = DeviceDecoder(self.preprocess, self.device) if decode == "device" else None
         self.config = model.config
         speedups.apply_and_log(model, logger.warning)
         self.model = model.eval().to(self.device, DTYPES[dtype])
@@ -122,11 +132,15 @@ class Classifier:
         Without workers, each batch is decoded by `torch.get_num_threads()` threads. Workers decode `worker_chunk`
         images at a time, gathered into batches on the device: a large batch then does not wait for one worker to
         decode all of it, and every worker is busy from the start. On an accelerator, batch k + 1 goes to the device
-        before batch k's results are read, so that the device does not wait for the host."""
+        before batch k's results are read, so that the device does not wait for the host. With a `device_decoder`,
+        each part's JPEGs are decoded on the device with one call as the part arrives."""
         workers = default_num_workers(self.device) if num_workers is None else num_workers
         threads = torch.get_num_threads() if workers == 0 else 1
         chunk = batch_size if workers == 0 else min(batch_size, worker_chunk)
-        parts_of_batches = ImageBatches(inputs, self.preprocess, chunk, threads)
+        decoder = self.device_decoder
+        if decoder is not None:
+            decoder.reset_rejected()  # the log line counts this run's
+        parts_of_batches = ImageBatches(inputs, self.preprocess, chunk, threads, device_decoder=decoder)
         loader = batch_loader(parts_of_batches, workers, pin_memory=self.device.type == "cuda")
         top_k = min(top_k, self.config.num_labels)
         kept = 0 if self.device.type == "cpu" else 1  # batches left running on the device while the next one is sent
@@ -136,9 +150,14 @@ class Classifier:
             pending.append((batch_names, *self._to_host(*self.top_k(pixels, top_k, batch_size))))
 
         for part in loader:
-            yield from (Prediction(name, error=reason) for name, reason in part["skipped"])
-            names += part["names"]
-            parts.append(part["pixels"].to(self.device, non_blocking=True))
+            if decoder is not None:
+                part_names, pixels, skipped = decoder.pixels(part)
+            else:
+                part_names, skipped = part["names"], part["skipped"]
+                pixels = part["pixels"].to(self.device, non_blocking=True)
+            yield from (Prediction(name, error=reason) for name, reason in skipped)
+            names += part_names
+            parts.append(pixels)
             while len(names) >= batch_size:
                 pixels = parts[0] if len(parts) == 1 else torch.cat(parts)
                 launch(names[:batch_size], pixels[:batch_size])
@@ -149,6 +168,8 @@ class Classifier:
             launch(names, torch.cat(parts))
         for launched in pending:
             yield from self._results(*launched)
+        if decoder is not None and (rejected := decoder.rejected_message()):
+            logger.warning(rejected)
 
     def _to_host(self, scores: torch.Tensor, label_ids: torch.Tensor):
         """Results copied to the host as soon as the device computes them, with an event that says when they are
@@ -171,7 +192,7 @@ class Classifier:
 def predict(model: str, images: list[str], top_k: int = 5, **options) -> list[list[dict]]:
     """Top-k labels and scores ([{"label", "score"}, ...], best first) per image of `images` (files, or any input
     `ImageInputs` takes), in order; any image that cannot be read is a ValueError naming it. `options`: device, dtype,
-    compile, exact_decode (for `Classifier`), batch_size, num_workers (for `Classifier.classify`)."""
+    compile, exact_decode, decode (for `Classifier`), batch_size, num_workers (for `Classifier.classify`)."""
     run = {name: options.pop(name) for name in ("batch_size", "num_workers") if name in options}
     inputs = ImageInputs(images)
     results = []
@@ -262,6 +283,9 @@ def build_parser() -> CommandParser:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on large sets)")
     parser.add_argument("--exact_decode", action="store_true", help="decode every pixel of large JPEGs, not libjpeg's "
                         "DCT-scaled image at the size the resize needs (docs/inference.md)")  # fmt: skip
+    parser.add_argument("--decode", default="host", choices=DECODES, help="where JPEGs are decoded: host (PIL, in the "
+                        "workers or threads) or device (nvJPEG on a CUDA GPU; the workers only read the files; not "
+                        "the default until measured against host workers, docs/inference.md)")  # fmt: skip
     return parser
 
 
@@ -289,7 +313,7 @@ def run(args) -> int:
     inputs = ImageInputs(args.inputs, args.input_list, args.dataset, args.split, args.dataset_config,
                          args.image_column)  # fmt: skip
     classifier = Classifier(args.model, device=args.device, dtype=args.dtype, compile=args.compile,
-                            exact_decode=args.exact_decode)  # fmt: skip
+                            exact_decode=args.exact_decode, decode=args.decode)  # fmt: skip
     top_k = min(args.top_k, classifier.config.num_labels)
     total, left_out = inputs.count()
     if left_out.count:

@@ -2,17 +2,19 @@
 `pipeline("image-classification", batch_size=...)` and timm's model with timm's data loader, all holding the same
 weights (one hf_vit model exported with `hf_vit.convert`), with equal torch threads, DataLoader workers, batch size and
 dtype. What is timed is what a user waits for once the model is loaded: listing, reading, decoding, resizing,
-normalising, the model and the top-1.
+normalising, the model and the top-1. On CUDA, `hf_vit-device-decode` is the same classifier with `--decode device`
+(nvJPEG decodes the baseline JPEGs on the GPU, the workers only read them).
 
 The folder is generated (seeded, cached): photo-like JPEGs from 224-pixel thumbnails to 1-4 megapixel photos, RGB,
 grayscale and CMYK, baseline and progressive, qualities 80-92. Contenders run interleaved, one pass over the folder
 each per round (A B C ... A B C ...), after a short warm-up; figures are medians over the rounds. Two reference rows:
 hf_vit's model alone on a ready batch of the same size (the rate the input side would have to hide behind), and
-hf_vit's input side alone. Predictions are compared with the pipeline's, image by image.
+hf_vit's input side alone (also with device decoding when that contender runs). Predictions are compared with the
+pipeline's (else `hf_vit-exact`'s, else `hf_vit`'s), image by image.
 
     python scripts/benchmark_end_to_end.py --num_images 600 --rounds 3 --threads 2
     python scripts/benchmark_end_to_end.py --device cuda --dtype bfloat16 --preset vit-base-patch16-224 \\
-        --batch_size 256 --num_images 3000 --contenders hf_vit --gpu_decode_probe     # scripts/gpu_check.sh
+        --batch_size 256 --num_images 3000 --contenders hf_vit hf_vit-device-decode --gpu_decode_probe  # gpu_check.sh
 """
 
 import argparse
@@ -36,11 +38,12 @@ from hf_vit.cli_args import CommandParser
 from hf_vit.convert import export_timm, export_transformers
 from hf_vit.images import to_rgb
 from hf_vit.inference_data import ImageBatches, ImageInputs, Preprocess, batch_loader, load_image
-from hf_vit.prediction import Classifier, default_num_workers
+from hf_vit.prediction import WORKER_CHUNK, Classifier, default_num_workers
 from hf_vit.presets import PRESETS
 from hf_vit.processing import build_image_processor, save_model_folder
 
-CONTENDERS = ("hf_vit", "hf_vit-exact", "transformers", "timm")
+CONTENDERS = ("hf_vit", "hf_vit-exact", "hf_vit-device-decode", "transformers", "timm")
+HF_VIT_OPTIONS = {"hf_vit": {}, "hf_vit-exact": {"exact_decode": True}, "hf_vit-device-decode": {"decode": "device"}}
 # (share of the set, megapixels low, high); thumbnails are 224-320 px on the short side.
 SIZE_CLASSES = {"thumbnail": (0.3, None, None), "web": (0.2, 0.3, 0.8), "photo": (0.5, 1.0, 4.0)}
 SIZE_NAMES = {"thumbnail": "thumbnails, 224-320 px", "web": "web images, 0.3-0.8 MP", "photo": "photos, 1-4 MP"}
@@ -129,9 +132,8 @@ def describe_set(files: list[dict]) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def hf_vit_contender(model_folder, images: Path, args, exact_decode: bool):
-    classifier = Classifier(model_folder, device=args.device, dtype=args.dtype, compile=args.compile,
-                            exact_decode=exact_decode)  # fmt: skip
+def hf_vit_contender(model_folder, images: Path, args, options: dict):
+    classifier = Classifier(model_folder, device=args.device, dtype=args.dtype, compile=args.compile, **options)
 
     def run(limit=None):
         found = {}
@@ -204,15 +206,22 @@ def model_only(classifier: Classifier, args, batches: int):
 
 
 def input_only(classifier: Classifier, images: Path, args):
-    """hf_vit's input side alone: listing, decoding, resizing, batching, with the workers and threads of the run."""
+    """hf_vit's input side alone: listing, decoding, resizing, batching, with the workers, threads and parts of
+    `Classifier.classify`; with the classifier's `device_decoder`, its decoding on the device too."""
     workers = default_num_workers(classifier.device) if args.num_workers is None else args.num_workers
     threads = torch.get_num_threads() if workers == 0 else 1
+    chunk = args.batch_size if workers == 0 else min(args.batch_size, WORKER_CHUNK)
+    decoder = classifier.device_decoder
 
     def run(limit=None):
-        batches = ImageBatches(ImageInputs([str(images)]), classifier.preprocess, args.batch_size, threads)
-        for index, _ in enumerate(batch_loader(batches, workers, pin_memory=classifier.device.type == "cuda")):
-            if limit is not None and (index + 1) * args.batch_size >= limit:
+        batches = ImageBatches(ImageInputs([str(images)]), classifier.preprocess, chunk, threads, decoder)
+        for index, part in enumerate(batch_loader(batches, workers, pin_memory=classifier.device.type == "cuda")):
+            if decoder is not None:
+                decoder.pixels(part)
+            if limit is not None and (index + 1) * chunk >= limit:
                 break
+        if classifier.device.type != "cpu":
+            torch.accelerator.synchronize()
         return {}
 
     return run
@@ -252,26 +261,30 @@ def input_profile(images: Path, files: list[dict], preprocess: Preprocess, sampl
 
 
 def gpu_decode_probe(images: Path, files: list[dict], size: tuple[int, int], args) -> str:
-    """nvJPEG through torchvision: batched `decode_jpeg(device="cuda")` + resize on the GPU, RGB and gray files."""
+    """nvJPEG through torchvision: batched `decode_jpeg(device="cuda")` + resize on the GPU, RGB and gray files,
+    baseline and progressive apart (torchvision decodes progressive ones one at a time, entropy decoding on the host:
+    why `--decode device` leaves them to the workers)."""
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
     from torchvision.transforms.v2 import functional
 
-    chosen = [images / e["file"] for e in files if e["mode"] in ("RGB", "L")][: 4 * args.batch_size]
-    data = [read_file(str(path)) for path in chosen]
+    rates = []
+    for progressive, count in ((False, 4 * args.batch_size), (True, args.batch_size)):
+        chosen = [e["file"] for e in files if e["mode"] in ("RGB", "L") and e["progressive"] == progressive][:count]
+        data = [read_file(str(images / name)) for name in chosen]
 
-    def step():
-        for start in range(0, len(data), args.batch_size):
-            decoded = decode_jpeg(data[start : start + args.batch_size], mode=ImageReadMode.RGB, device="cuda")
-            torch.stack([functional.resize(image, list(size), antialias=True) for image in decoded])
-        torch.cuda.synchronize()
+        def step(data=data):
+            for start in range(0, len(data), args.batch_size):
+                decoded = decode_jpeg(data[start : start + args.batch_size], mode=ImageReadMode.RGB, device="cuda")
+                torch.stack([functional.resize(image, list(size), antialias=True) for image in decoded])
+            torch.cuda.synchronize()
 
-    step()
-    started = time.perf_counter()
-    step()
-    rate = len(data) / (time.perf_counter() - started)
-    return (
-        f"GPU decode probe (torchvision decode_jpeg on cuda + resize, {len(data)} RGB/gray files): {rate:,.0f} images/s"
-    )
+        if data:
+            step()
+            started = time.perf_counter()
+            step()
+            kind = "progressive" if progressive else "baseline"
+            rates.append(f"{len(data)} {kind}: {len(data) / (time.perf_counter() - started):,.0f} images/s")
+    return f"GPU decode probe (torchvision decode_jpeg on cuda + resize, RGB and gray files): {'; '.join(rates)}"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -302,13 +315,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--compile", action="store_true", help="torch.compile every contender's model")
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the folder per contender")
-    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, help="None: all (hf_vit-device-decode only "
+                        "with --device cuda)")  # fmt: skip
     parser.add_argument("--profile_sample", type=int, default=200, help="images timed stage by stage")
     parser.add_argument("--gpu_decode_probe", action="store_true", help="also time nvJPEG decoding on the GPU")
     parser.add_argument("--json", help="also write the figures as JSON to this path")
     args = parser.parse_args(argv)
     if args.num_workers is None:
         args.num_workers = default_num_workers(torch.device(args.device))
+    if args.contenders is None:
+        on_cuda = args.device.startswith("cuda")
+        args.contenders = [name for name in CONTENDERS if on_cuda or name != "hf_vit-device-decode"]
     return args
 
 
@@ -316,6 +333,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"--device {args.device}: torch sees no CUDA device here; run on a GPU machine or use --device cpu.",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if "hf_vit-device-decode" in args.contenders and not args.device.startswith("cuda"):
+        print(f"--contenders hf_vit-device-decode decodes JPEGs with nvJPEG on a CUDA GPU, not on --device "
+              f"{args.device}: give --device cuda on a GPU machine, or leave that contender out.",
               file=sys.stderr)  # fmt: skip
         return 2
     if args.threads:
@@ -334,7 +356,7 @@ def main(argv=None) -> int:
         runners, classifiers = {}, {}
         for name in args.contenders:
             if name.startswith("hf_vit"):
-                runners[name], classifiers[name] = hf_vit_contender(model_folder, images, args, name == "hf_vit-exact")
+                runners[name], classifiers[name] = hf_vit_contender(model_folder, images, args, HF_VIT_OPTIONS[name])
             elif name == "transformers":
                 runners[name] = transformers_contender(model, model_folder, images, args, folder)
             else:
@@ -345,6 +367,9 @@ def main(argv=None) -> int:
         model_batches = math.ceil(len(files) / args.batch_size)  # as many images as a pass over the folder
         runners["(model alone)"] = model_only(classifier, args, model_batches)
         runners["(input side alone)"] = input_only(classifier, images, args)
+        if "hf_vit-device-decode" in classifiers:
+            on_device = input_only(classifiers["hf_vit-device-decode"], images, args)
+            runners["(input side alone, device decode)"] = on_device
         for name, run in runners.items():
             started = time.perf_counter()
             run(limit=2 * args.batch_size)
@@ -366,12 +391,13 @@ def main(argv=None) -> int:
     counts = {name: len(found) or len(files) for name, found in predictions.items()}
     counts["(model alone)"] = model_batches * args.batch_size
     rates = {name: counts[name] / statistics.median(times) for name, times in seconds.items()}
-    reference = predictions.get("transformers") or predictions.get("hf_vit-exact") or {}
+    reference_name = next((name for name in ("transformers", "hf_vit-exact", "hf_vit") if predictions.get(name)), None)
+    reference = predictions.get(reference_name) or {}
     report = {"args": vars(args), "set": describe_set(files), "rates": rates, "seconds": seconds, "profile": profile,
               "agreement": {name: agreement(found, reference) for name, found in predictions.items() if found},
               "environment": {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                               "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
-              "gpu_decode_probe": probe}  # fmt: skip
+              "gpu_decode_probe": probe, "reference": reference_name}  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     print(markdown(report))
@@ -387,7 +413,9 @@ def agreement(found: dict, reference: dict) -> float | None:
 def markdown(report: dict) -> str:
     args, env, rates, profile = report["args"], report["environment"], report["rates"], report["profile"]
     ours, model_rate = rates.get("hf_vit"), rates["(model alone)"]
-    reference = "transformers' pipeline" if "transformers" in args["contenders"] else "hf_vit --exact_decode"
+    reference = {"transformers": "transformers' pipeline", "hf_vit-exact": "hf_vit --exact_decode"}.get(
+        report["reference"], report["reference"] or "a reference"
+    )
     lines = [
         f"{args['preset']}, batch {args['batch_size']}, {args['device']}{' (' + env['gpu'] + ')' if env['gpu'] else ''}"
         f", {args['dtype']}, {'compiled' if args['compile'] else 'eager'}, {env['threads']} torch threads, "

@@ -95,6 +95,14 @@ def shapes_images(count: int, size: int = 16, seed: int = 0) -> tuple[list, list
     return images, labels
 
 
+def photo(width: int, height: int, seed: int, mode: str = "RGB") -> PILImage.Image:
+    """Smooth colour fields with noise: like a photo to a JPEG encoder, unlike flat colours or pure noise."""
+    rng = np.random.default_rng(seed)
+    field = PILImage.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((width, height), 3)
+    noisy = np.asarray(field).astype(np.int16) + rng.integers(-8, 9, (height, width, 3), dtype=np.int16)
+    return PILImage.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).convert(mode)
+
+
 def tiny_config(**overrides):
     from hf_vit import HfViTConfig
 

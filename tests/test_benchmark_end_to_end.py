@@ -38,3 +38,12 @@ def test_contenders_classify_the_same_folder_and_agree(tmp_path, capsys):
 
     again = script.jpeg_folder(tmp_path / "jpegs", 12, 0, processes=1)  # the cached set, not regenerated
     assert again == files
+
+
+def test_device_decode_contender_refuses_a_machine_without_cuda(tmp_path, capsys):
+    """nvJPEG needs a CUDA GPU: said before any JPEG is generated, with exit status 2."""
+    script = load_script()
+    argv = ["--device", "cpu", "--contenders", "hf_vit", "hf_vit-device-decode", "--images", str(tmp_path / "jpegs")]
+    assert script.main(argv) == 2
+    assert "hf_vit-device-decode decodes JPEGs with nvJPEG on a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "jpegs").exists()

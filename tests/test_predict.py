@@ -10,10 +10,9 @@ import signal
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import pytest
 import torch
-from conftest import assert_float32_close, save_tiny_classifier, tiny_config
+from conftest import assert_float32_close, photo, save_tiny_classifier, tiny_config
 from datasets import Dataset, DatasetDict
 from PIL import Image as PILImage
 from transformers import AutoImageProcessor, DeiTImageProcessor
@@ -24,14 +23,6 @@ from hf_vit.prediction import Classifier, main
 from hf_vit.processing import build_image_processor, build_timm_eval_processor
 
 LABELS = {0: "cat", 1: "dog", 2: "fox"}
-
-
-def photo(width: int, height: int, seed: int, mode: str = "RGB") -> PILImage.Image:
-    """Smooth colour fields with noise: like a photo to a JPEG encoder, unlike flat colours or pure noise."""
-    rng = np.random.default_rng(seed)
-    field = PILImage.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((width, height), 3)
-    noisy = np.asarray(field).astype(np.int16) + rng.integers(-8, 9, (height, width, 3), dtype=np.int16)
-    return PILImage.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).convert(mode)
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +296,7 @@ def test_datasets_saved_to_disk_and_image_folders(model_folder, image_folder, tm
         (["--device", "banana", "IMAGE"], "is not a device"),
         (["--output", "EMPTY", "IMAGE"], "give a file path in an existing folder"),
         (["--input_list", "EMPTY/list.txt"], "is not a file"),
+        (["--decode", "device", "--device", "cpu", "IMAGE"], "--decode device decodes JPEGs with nvJPEG on a CUDA"),
     ],
 )
 def test_usage_errors_name_the_input_with_exit_status_2(model_folder, image_folder, tmp_path, capsys, inputs, message):
