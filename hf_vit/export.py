@@ -24,7 +24,7 @@ import torch
 from .cli_args import CommandParser
 from .configuration_hf_vit import HfViTConfig
 from .modeling_hf_vit import HfViTForImageClassification
-from .processing import _fsync, processor_output_size, size_fields
+from .processing import fsync_path, processor_output_size, size_fields
 from .sources import locate
 
 TARGETS = ("transformers", "timm", "onnx")
@@ -351,7 +351,7 @@ def _publish(staging: Path, output: Path) -> None:
     """Move the complete export into place: files synced first, then one rename (the old folder set aside first
     when --overwrite replaces it)."""
     for path in staging.iterdir():
-        _fsync(path)
+        fsync_path(path)
     if output.exists():
         replaced = output.with_name(f".{output.name}.hf_vit-replaced")
         shutil.rmtree(replaced, ignore_errors=True)

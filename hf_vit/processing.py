@@ -86,7 +86,7 @@ def _is_weights_file(name: str) -> bool:
     return name in WEIGHTS_ENTRY_POINTS or any(fnmatch.fnmatch(name, pattern) for pattern in WEIGHTS_SHARDS)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     # Written data reaches the disk before the rename that publishes it, so that a power cut cannot leave a
     # published file empty; a killed process alone would not need it (the page cache survives it).
     descriptor = os.open(path, os.O_RDONLY)
@@ -121,7 +121,7 @@ def save_model_folder(
             (staging / name).write_text(text, encoding="utf-8")
         staged = sorted(path.name for path in staging.iterdir())
         for name in staged:
-            _fsync(staging / name)
+            fsync_path(staging / name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # e.g. a full disk: give the space back; the old folder is whole
         raise
@@ -134,7 +134,7 @@ def save_model_folder(
     for name in [name for name in staged if name not in entry_points] + entry_points:
         os.replace(staging / name, target / name)
     try:
-        _fsync(target)  # the renames themselves
+        fsync_path(target)  # the renames themselves
     except OSError:
         pass  # some filesystems cannot sync a directory; the folder is complete either way
     staging.rmdir()

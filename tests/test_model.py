@@ -216,7 +216,8 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         return {name: p.grad.clone() for name, p in model.named_parameters()}
 
     plain = gradients()
-    model.gradient_checkpointing_enable()
+    # transformers 5 renames it activation_checkpointing_enable (the old name warns); 4.57 has the old name only.
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     assert all(layer.gradient_checkpointing for layer in model.vit.layers)
     checkpointed = gradients()
     for name, grad in plain.items():
@@ -285,7 +286,9 @@ def test_auto_classes_in_process():
 
 
 def test_torch_compile_fullgraph_forward_and_backward():
-    model = build(drop_path_rate=0.1)
+    """With stochastic depth and the convolutional stem, the branchiest model (the patch embedding compiles in
+    test_benchmark's frozen-weights test)."""
+    model = build(drop_path_rate=0.1, stem_channels=[8, 16])
     pixels = torch.randn(2, 3, 16, 16)
     reference = model(pixels).logits
     compiled = torch.compile(model, fullgraph=True)
@@ -360,10 +363,3 @@ def test_conv_stem_tokens_statistics_and_cost(tmp_path):
     hidden = model.vit(torch.randn(1, 3, 18, 13), output_hidden_states=True).hidden_states[0]
     assert hidden.shape == (1, 1 + 5 * 4, 32)
     assert tiny_config(image_size=18, stem_channels=[8, 16]).grid_size == (5, 5)
-
-
-def test_conv_stem_compiles_to_the_same_outputs():
-    model = build(stem_channels=[8, 16])
-    pixels = torch.randn(2, 3, 16, 16)
-    compiled = torch.compile(model, fullgraph=True)
-    torch.testing.assert_close(compiled(pixels).logits, model(pixels).logits, atol=1e-5, rtol=1e-5)
