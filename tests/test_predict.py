@@ -245,6 +245,39 @@ def test_urls_are_fetched_and_a_failing_one_is_skipped_by_name(model_folder, ima
     assert_same_results([{**row, "path": ""} for row in rows], [{**row, "path": ""} for row in read_csv(from_files)])
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_long_list_is_streamed_not_read_ahead(model_folder, image_folder, tmp_path, workers):
+    """The first results of 400 URLs come out after a bounded number of fetches (a batch, and what DataLoader's
+    workers prefetch), not after the whole list is read: a set of any size costs the same memory."""
+    fetched = []
+
+    class CountingHandler(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            fetched.append(self.path)
+            return super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CountingHandler, directory=str(image_folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        urls = [f"http://127.0.0.1:{server.server_address[1]}/a.jpg?copy={index}" for index in range(400)]
+        (tmp_path / "urls.txt").write_text("\n".join(urls))
+        inputs = ImageInputs(input_lists=[str(tmp_path / "urls.txt")])
+        batch_size = 8
+        results = Classifier(str(model_folder), device="cpu").classify(inputs, 1, batch_size, num_workers=workers)
+        first = next(results)
+        # A batch, plus up to DataLoader's prefetch_factor (2) parts per worker and the one each is decoding.
+        assert batch_size <= len(fetched) <= batch_size * (1 + 3 * workers), len(fetched)
+        rest = list(results)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [prediction.name for prediction in [first, *rest]] == urls
+    assert len(fetched) == 400 and all(prediction.error is None for prediction in rest)
+
+
 def test_interrupted_run_leaves_no_complete_looking_output(model_folder, image_folder, image_server, tmp_path, capsys):
     """A real SIGINT while an image is being fetched: exit 130, the results so far only in the .partial file."""
     output = tmp_path / "out.csv"
