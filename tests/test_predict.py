@@ -5,7 +5,6 @@ import csv
 import functools
 import io
 import json
-import os
 import signal
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -214,7 +213,9 @@ def image_server(image_folder):
     class Handler(SimpleHTTPRequestHandler):
         def do_GET(self):
             if self.path.startswith("/interrupt/"):
-                os.kill(os.getpid(), signal.SIGINT)
+                # To the main thread, as the kernel picks it for a terminal's Ctrl-C: a process-directed signal may
+                # land on another thread, leaving the main thread waiting out the fetch first.
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
                 release.wait(60)
             return super().do_GET()
 
