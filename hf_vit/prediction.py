@@ -134,14 +134,10 @@ class Classifier:
         decode all of it, and every worker is busy from the start. On an accelerator, batch k + 1 goes to the device
         before batch k's results are read, so that the device does not wait for the host. With a `device_decoder`,
         each part's JPEGs are decoded on the device with one call as the part arrives."""
-        workers = default_num_workers(self.device) if num_workers is None else num_workers
-        threads = torch.get_num_threads() if workers == 0 else 1
-        chunk = batch_size if workers == 0 else min(batch_size, worker_chunk)
         decoder = self.device_decoder
         if decoder is not None:
             decoder.reset_rejected()  # the log line counts this run's
-        parts_of_batches = ImageBatches(inputs, self.preprocess, chunk, threads, device_decoder=decoder)
-        loader = batch_loader(parts_of_batches, workers, pin_memory=self.device.type == "cuda")
+        loader, _ = self.parts_of_batches(inputs, batch_size, num_workers, worker_chunk)
         top_k = min(top_k, self.config.num_labels)
         kept = 0 if self.device.type == "cpu" else 1  # batches left running on the device while the next one is sent
         pending, names, parts = [], [], []
@@ -170,6 +166,16 @@ class Classifier:
             yield from self._results(*launched)
         if decoder is not None and (rejected := decoder.rejected_message()):
             logger.warning(rejected)
+
+    def parts_of_batches(self, inputs: ImageInputs, batch_size: int, num_workers: int | None = None,
+                         worker_chunk: int = WORKER_CHUNK) -> tuple[torch.utils.data.DataLoader, int]:  # fmt: skip
+        """The loader of decoded parts of batches that `classify` reads (its docstring says how they are made), and
+        the images per part."""
+        workers = default_num_workers(self.device) if num_workers is None else num_workers
+        threads = torch.get_num_threads() if workers == 0 else 1
+        chunk = batch_size if workers == 0 else min(batch_size, worker_chunk)
+        batches = ImageBatches(inputs, self.preprocess, chunk, threads, device_decoder=self.device_decoder)
+        return batch_loader(batches, workers, pin_memory=self.device.type == "cuda"), chunk
 
     def _to_host(self, scores: torch.Tensor, label_ids: torch.Tensor):
         """Results copied to the host as soon as the device computes them, with an event that says when they are

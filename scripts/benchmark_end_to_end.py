@@ -37,8 +37,8 @@ from hf_vit.benchmark import benchmark_config, reference_model, retain_freed_mem
 from hf_vit.cli_args import CommandParser
 from hf_vit.convert import export_timm, export_transformers
 from hf_vit.images import to_rgb
-from hf_vit.inference_data import ImageBatches, ImageInputs, Preprocess, batch_loader, load_image
-from hf_vit.prediction import WORKER_CHUNK, Classifier, default_num_workers
+from hf_vit.inference_data import ImageInputs, Preprocess, load_image
+from hf_vit.prediction import Classifier, default_num_workers
 from hf_vit.presets import PRESETS
 from hf_vit.processing import build_image_processor, save_model_folder
 
@@ -208,14 +208,11 @@ def model_only(classifier: Classifier, args, batches: int):
 def input_only(classifier: Classifier, images: Path, args):
     """hf_vit's input side alone: listing, decoding, resizing, batching, with the workers, threads and parts of
     `Classifier.classify`; with the classifier's `device_decoder`, its decoding on the device too."""
-    workers = default_num_workers(classifier.device) if args.num_workers is None else args.num_workers
-    threads = torch.get_num_threads() if workers == 0 else 1
-    chunk = args.batch_size if workers == 0 else min(args.batch_size, WORKER_CHUNK)
     decoder = classifier.device_decoder
 
     def run(limit=None):
-        batches = ImageBatches(ImageInputs([str(images)]), classifier.preprocess, chunk, threads, decoder)
-        for index, part in enumerate(batch_loader(batches, workers, pin_memory=classifier.device.type == "cuda")):
+        loader, chunk = classifier.parts_of_batches(ImageInputs([str(images)]), args.batch_size, args.num_workers)
+        for index, part in enumerate(loader):
             if decoder is not None:
                 decoder.pixels(part)
             if limit is not None and (index + 1) * chunk >= limit:
